@@ -77,7 +77,13 @@ def smollm2_hf_dir() -> Path:
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model.save_pretrained(tmp, safe_serialization=True)
+        # The weights are already dequantized to fp32; drop the GGUF quantizer marker so
+        # transformers saves them as plain safetensors.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "COMPLETE").write_text(f"dequantized from {gguf.name}\n")
         if target.exists():  # a stale, incomplete folder from an interrupted run
