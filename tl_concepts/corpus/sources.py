@@ -1,0 +1,119 @@
+"""Load corpora: the embedded Lee news corpus, lists of strings, files, ``datasets``.
+
+Example:
+    >>> from tl_concepts.corpus import load_corpus
+    >>> load_corpus(["One sentence. Another one."]).n_docs
+    1
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from tl_concepts.corpus.types import Corpus, Sentence
+
+_SENT_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split raw text into sentences at ., ! or ? followed by a capital or digit."""
+    return [s.strip() for s in _SENT_END.split(text.strip()) if s.strip()]
+
+
+def from_texts(texts: Iterable[str], name: str = "texts") -> Corpus:
+    """A corpus with one document per string; sentences split by punctuation, words by whitespace."""
+    sentences: list[Sentence] = []
+    doc = 0
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"corpus texts must be strings, got {type(text).__name__}")
+        sents = [s.split() for s in split_sentences(text)]
+        sents = [w for w in sents if w]
+        if not sents:
+            continue
+        sentences.extend(Sentence(doc=doc, words=w) for w in sents)
+        doc += 1
+    if not sentences:
+        raise ValueError(f"corpus '{name}' is empty: no text with any words in it")
+    return Corpus(name, sentences)
+
+
+def _texts_from_records(records: Iterable[dict[str, Any]], column: str, where: str) -> list[str]:
+    texts = []
+    for i, rec in enumerate(records):
+        if column not in rec:
+            cols = ", ".join(sorted(rec)) or "none"
+            raise KeyError(f"{where} has no text column '{column}' (columns: {cols}); pass text_column=")
+        texts.append(rec[column])
+    if not any(isinstance(t, str) and t.strip() for t in texts):
+        raise ValueError(f"the text column '{column}' of {where} is empty")
+    return [t for t in texts if isinstance(t, str)]
+
+
+def from_file(path: str | Path, text_column: str = "text") -> Corpus:
+    """A corpus from ``.txt`` (one document per non-empty line), ``.jsonl`` or ``.parquet``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"corpus file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".txt", ".cor", ".text"):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return from_texts([ln for ln in lines if ln.strip()], name=path.name)
+    if suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as f:
+            recs = [json.loads(ln) for ln in f if ln.strip()]
+        return from_texts(_texts_from_records(recs, text_column, str(path)), name=path.name)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if text_column not in table.column_names:
+            raise KeyError(f"{path} has no text column '{text_column}' "
+                           f"(columns: {', '.join(table.column_names)}); pass text_column=")
+        return from_texts(_texts_from_records(table.to_pylist(), text_column, str(path)), name=path.name)
+    raise ValueError(f"unsupported corpus file type '{suffix}': use .txt, .jsonl or .parquet")
+
+
+def from_dataset(name_or_path: str, text_column: str = "text", split: str = "train",
+                 max_docs: int | None = None, **load_kwargs: Any) -> Corpus:
+    """A corpus from a ``datasets`` dataset (Hub name or local folder/files)."""
+    import datasets
+
+    ds = datasets.load_dataset(name_or_path, split=split, **load_kwargs)
+    if text_column not in ds.column_names:
+        raise KeyError(f"dataset {name_or_path} has no text column '{text_column}' "
+                       f"(columns: {', '.join(ds.column_names)}); pass text_column=")
+    if max_docs is not None:
+        ds = ds.select(range(min(max_docs, len(ds))))
+    return from_texts(_texts_from_records(ds, text_column, name_or_path), name=str(name_or_path))
+
+
+def load_corpus(spec: str | Sequence[str] | Corpus, *, text_column: str = "text",
+                max_docs: int | None = None) -> Corpus:
+    """Resolve a corpus spec.
+
+    ``"lee"`` (embedded, tagged), a list of strings, a ``.txt``/``.jsonl``/``.parquet`` path,
+    or a ``datasets`` name / local folder. ``max_docs`` keeps the first documents.
+    """
+    if isinstance(spec, Corpus):
+        corpus = spec
+    elif isinstance(spec, (list, tuple)):
+        corpus = from_texts(spec)
+    elif isinstance(spec, str) and spec == "lee":
+        from tl_concepts.corpus.embedded import lee_corpus
+
+        corpus = lee_corpus()
+    elif isinstance(spec, str) and Path(spec).is_file():
+        corpus = from_file(spec, text_column=text_column)
+    elif isinstance(spec, str):
+        corpus = from_dataset(spec, text_column=text_column, max_docs=max_docs)
+    else:
+        raise TypeError(f"cannot read a corpus from {type(spec).__name__}: pass 'lee', a list of "
+                        "strings, a file path or a datasets name")
+    if max_docs is not None:
+        corpus = corpus.head(max_docs)
+    if not corpus.sentences:
+        raise ValueError("the corpus is empty")
+    return corpus
