@@ -1,0 +1,319 @@
+"""Prompt templates of the explain -> simulate pipeline, named and versioned.
+
+Records are shown the way Bills et al. (2023) show them: one ``token<TAB>activation`` line
+per token between ``<start>`` and ``<end>``, activations normalised per unit to integers
+0..10 (:func:`normalize_activations`). When few tokens of a record are non-zero, the
+non-zero lines are repeated in a second block so the explainer cannot miss them.
+
+Display of tokens: a token is shown as its decoded string with ``\\n``, ``\\r`` and ``\\t``
+escaped (a raw newline or tab would break the line format); leading spaces are kept.
+
+Every template carries a name and a version (:class:`PromptTemplate`) that go into each
+explanation and score, so results made with different wording are never mixed.
+
+Example:
+    >>> normalize_activations([0.0, 1.0, 2.0, -3.0], max_activation=2.0)
+    [0, 5, 10, 0]
+    >>> format_record_lines(["The", " cat"], [0, 7])
+    'The\\t0\\n cat\\t7'
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from tl_concepts.capture.records import ActivationRecord
+from tl_concepts.llm.base import Message
+
+MAX_NORMALIZED = 10
+"""Top of the integer activation scale shown to explainer and simulator."""
+
+EXPLANATION_PREFIX = "the main thing this neuron does is find"
+"""The sentence every explanation completes (Bills et al.)."""
+
+SLOT_PLACEHOLDER = "unknown"
+"""What stands in a simulation slot; the simulator reads the distribution just before it."""
+
+SPARSE_FRACTION = 0.2
+"""A record whose non-zero fraction is below this gets its non-zero lines repeated."""
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """Name and version of a prompt; stored with every result made with it."""
+
+    name: str
+    """Template name, e.g. ``explain/token-activation``."""
+    version: str
+    """Version string; bump it whenever the wording or format changes."""
+
+    @property
+    def id(self) -> str:
+        """``name@version``."""
+        return f"{self.name}@{self.version}"
+
+
+EXPLAIN_TEMPLATE = PromptTemplate("explain/token-activation", "1")
+SIMULATE_TEMPLATE = PromptTemplate("simulate/all-at-once", "1")
+SIMULATE_JSON_TEMPLATE = PromptTemplate("simulate/json", "1")
+DETECTION_TEMPLATE = PromptTemplate("score/detection", "1")
+FUZZING_TEMPLATE = PromptTemplate("score/fuzzing", "1")
+
+
+# --------------------------------------------------------------------------- normalisation
+def normalize_activations(activations: Sequence[float], max_activation: float) -> list[int]:
+    """Map activations to integers 0..10: ``round(10 * a / max_activation)``, clipped.
+
+    Negative activations become 0 (Bills et al.); a unit whose ``max_activation`` is not
+    positive gets all zeros.
+    """
+    if not max_activation or max_activation <= 0 or not math.isfinite(max_activation):
+        return [0 for _ in activations]
+    out = []
+    for a in activations:
+        v = int(round(MAX_NORMALIZED * float(a) / max_activation))
+        out.append(min(MAX_NORMALIZED, max(0, v)))
+    return out
+
+
+def display_token(token: str) -> str:
+    """A token as shown in a prompt line: newlines and tabs escaped, spaces kept."""
+    return token.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+def format_record_lines(tokens: Sequence[str], values: Sequence[int | str]) -> str:
+    """``token<TAB>value`` lines, one per token, no trailing newline."""
+    return "\n".join(f"{display_token(t)}\t{v}" for t, v in zip(tokens, values))
+
+
+def format_record(record: ActivationRecord, max_activation: float) -> str:
+    """One record as a ``<start>`` ... ``<end>`` block, plus a block with only the
+    non-zero lines when fewer than :data:`SPARSE_FRACTION` of the tokens are non-zero."""
+    norm = normalize_activations(record.activations, max_activation)
+    text = "<start>\n" + format_record_lines(record.tokens, norm) + "\n<end>\n"
+    nonzero = [i for i, v in enumerate(norm) if v > 0]
+    if nonzero and len(nonzero) < SPARSE_FRACTION * len(norm):
+        text += (
+            "\nThe same activations, with the zero lines removed:\n<start>\n"
+            + format_record_lines([record.tokens[i] for i in nonzero], [norm[i] for i in nonzero])
+            + "\n<end>\n"
+        )
+    return text
+
+
+# --------------------------------------------------------------------------- few-shot
+@dataclass(frozen=True)
+class FewShotExample:
+    """A hand-written unit used as an in-prompt example."""
+
+    records: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]
+    """(tokens, activations 0..10) per record."""
+    explanation: str
+    """Continuation of :data:`EXPLANATION_PREFIX`, without final period."""
+
+
+FEW_SHOT: tuple[FewShotExample, ...] = (
+    FewShotExample(
+        records=(
+            (("She", " poured", " cold", " water", " into", " the", " glass", "."),
+             (0, 1, 0, 10, 0, 0, 2, 0)),
+            (("The", " river", " flooded", " after", " heavy", " rain", "."),
+             (0, 7, 4, 0, 0, 8, 0)),
+        ),
+        explanation="water and other liquids, such as rivers and rain",
+    ),
+    FewShotExample(
+        records=(
+            (("print", "(", "x", ",", " y", ")", "\n"), (0, 0, 0, 0, 0, 10, 0)),
+            (("f", "(", "g", "(", "1", "))", ";"), (0, 0, 0, 0, 0, 9, 0)),
+        ),
+        explanation="closing parentheses in code",
+    ),
+)
+
+
+# --------------------------------------------------------------------------- explanation
+EXPLAIN_SYSTEM = (
+    "We are studying neurons in a neural network. Each neuron looks for one particular "
+    "thing in a short text. Look at the tokens the neuron activates on and summarise in "
+    "one short phrase what the neuron is looking for. Do not list every example word.\n\n"
+    "The activation format is token<tab>activation. Activations go from 0 to 10; a "
+    "non-zero value means the neuron found what it is looking for, and the higher the "
+    "value, the stronger the match."
+)
+
+
+def _neuron_block(index: int, blocks: Sequence[str]) -> str:
+    return f"Neuron {index}\nActivations:\n" + "\n".join(blocks)
+
+
+def explanation_messages(
+    records: Sequence[ActivationRecord],
+    max_activation: float,
+    *,
+    few_shot: Sequence[FewShotExample] = FEW_SHOT,
+) -> list[Message]:
+    """Chat messages asking for one explanation of the unit behind ``records``.
+
+    Few-shot examples are given as user/assistant turns; the last user turn shows the
+    records and ends with ``Explanation of neuron N behavior: the main thing this neuron
+    does is find`` for the model to complete.
+
+    Example:
+        >>> r = ActivationRecord(["a", " Monday"], [0.0, 3.0])
+        >>> explanation_messages([r], 3.0, few_shot=())[-1].content.endswith("is find")
+        True
+    """
+    msgs = [Message("system", EXPLAIN_SYSTEM)]
+    for i, ex in enumerate(few_shot, start=1):
+        blocks = []
+        for toks, acts in ex.records:
+            rec = ActivationRecord(list(toks), [float(a) for a in acts])
+            blocks.append(format_record(rec, float(MAX_NORMALIZED)))
+        msgs.append(Message("user", _neuron_block(i, blocks)
+                            + f"\nExplanation of neuron {i} behavior: {EXPLANATION_PREFIX}"))
+        msgs.append(Message("assistant", f" {ex.explanation}."))
+    n = len(few_shot) + 1
+    blocks = [format_record(r, max_activation) for r in records]
+    msgs.append(Message("user", _neuron_block(n, blocks)
+                        + f"\nExplanation of neuron {n} behavior: {EXPLANATION_PREFIX}"))
+    return msgs
+
+
+_PREFIX_RE = re.compile(r"^.*?the main thing this neuron does is find\s*", re.IGNORECASE | re.DOTALL)
+
+
+def parse_explanation(text: str | None) -> str | None:
+    """The explanation phrase in a completion, or None when there is none.
+
+    Drops a repeated prefix (``the main thing this neuron does is find``), keeps the first
+    line, strips quotes and the final period.
+
+    Example:
+        >>> parse_explanation(" days of the week.\\nMore text")
+        'days of the week'
+    """
+    if text is None:
+        return None
+    t = text.strip()
+    if EXPLANATION_PREFIX in t.lower():
+        t = _PREFIX_RE.sub("", t, count=1)
+    t = t.strip().splitlines()[0].strip() if t.strip() else ""
+    t = t.strip("\"'` ").rstrip(".").strip()
+    return t or None
+
+
+# --------------------------------------------------------------------------- simulation
+SIMULATE_HEADER = (
+    "We are studying neurons in a neural network. Each neuron looks for one particular "
+    "thing in a short text. Given an explanation of what a neuron does, predict its "
+    "activation on every token. The format is token<tab>activation; activations go from "
+    "0 to 10, most are 0, and a non-zero value means the token matches the explanation.\n\n"
+)
+
+
+@dataclass
+class SimulationPrompt:
+    """An all-at-once simulation prompt and where its slots are."""
+
+    text: str
+    """The full prompt."""
+    positions: list[int]
+    """Character offset of each token's slot: the distribution wanted is that of the next
+    token after ``text[:p]`` (just after the token and its tab)."""
+    template: PromptTemplate = SIMULATE_TEMPLATE
+    """Template used."""
+
+
+def _explained_block(index: int, explanation: str) -> str:
+    return f"Neuron {index}\nExplanation of neuron {index} behavior: {EXPLANATION_PREFIX} {explanation}.\nActivations:\n"
+
+
+def simulation_prompt(
+    explanation: str,
+    tokens: Sequence[str],
+    *,
+    few_shot: Sequence[FewShotExample] = FEW_SHOT,
+) -> SimulationPrompt:
+    """All-at-once prompt: the explanation, then one ``token<TAB>unknown`` line per token.
+
+    Few-shot neurons are shown with their true activations. The slot of token ``i`` is
+    ``positions[i]``: the prompt up to there ends with ``token<TAB>`` and the text after
+    it is the placeholder ``unknown``, so a causal model's next-token distribution at that
+    offset depends only on the explanation and the tokens up to ``i``.
+
+    Example:
+        >>> p = simulation_prompt("days of the week", ["On", " Monday"], few_shot=())
+        >>> p.text[p.positions[1] - len(" Monday\\t"):p.positions[1]]
+        ' Monday\\t'
+    """
+    text = SIMULATE_HEADER
+    for i, ex in enumerate(few_shot, start=1):
+        text += _explained_block(i, ex.explanation)
+        for toks, acts in ex.records:
+            text += "<start>\n" + format_record_lines(toks, acts) + "\n<end>\n"
+        text += "\n"
+    text += _explained_block(len(few_shot) + 1, explanation) + "<start>\n"
+    positions = []
+    for tok in tokens:
+        text += display_token(tok) + "\t"
+        positions.append(len(text))
+        text += SLOT_PLACEHOLDER + "\n"
+    text += "<end>\n"
+    return SimulationPrompt(text=text, positions=positions)
+
+
+def json_simulation_messages(explanation: str, tokens: Sequence[str]) -> list[Message]:
+    """Chat messages asking for the activations as JSON (fallback without logprobs)."""
+    listing = "\n".join(f"{i}\t{display_token(t)}" for i, t in enumerate(tokens))
+    return [
+        Message("system", SIMULATE_HEADER.strip()),
+        Message("user",
+                f"Explanation: {EXPLANATION_PREFIX} {explanation}.\n\n"
+                f"Tokens (index<tab>token):\n{listing}\n\n"
+                'Answer with JSON only: {"activations": [one integer 0..10 per token, '
+                f"in order, {len(tokens)} numbers]}}"),
+    ]
+
+
+# --------------------------------------------------------------------------- detection / fuzzing
+def detection_prompt(explanation: str, tokens: Sequence[str]) -> str:
+    """Prompt asking whether a context contains what the explanation describes.
+
+    The answer slot is the end of the prompt; candidates are ``"1"`` (yes) and ``"0"``.
+    """
+    return (
+        "A neuron in a neural network activates on: " + EXPLANATION_PREFIX + " " + explanation
+        + ".\n\nText: " + "".join(tokens).strip()
+        + "\n\nDoes the neuron activate anywhere in this text? Answer 1 for yes, 0 for no.\nAnswer: "
+    )
+
+
+def fuzzing_prompt(explanation: str, tokens: Sequence[str], highlighted: Sequence[bool]) -> str:
+    """Prompt asking whether the tokens marked ``<<like this>>`` match the explanation.
+
+    Adjacent highlighted tokens are merged into one marked span.
+    """
+    parts: list[str] = []
+    open_ = False
+    for tok, h in zip(tokens, highlighted):
+        if h and not open_:
+            lead = tok[: len(tok) - len(tok.lstrip())]
+            parts.append(lead + "<<" + tok.lstrip())
+            open_ = True
+        elif h:
+            parts.append(tok)
+        else:
+            if open_:
+                parts.append(">>")
+                open_ = False
+            parts.append(tok)
+    if open_:
+        parts.append(">>")
+    return (
+        "A neuron in a neural network activates on: " + EXPLANATION_PREFIX + " " + explanation
+        + ".\n\nText with some tokens marked <<like this>>: " + "".join(parts).strip()
+        + "\n\nAre the marked tokens the ones this neuron activates on? Answer 1 for yes, 0 for no.\nAnswer: "
+    )
