@@ -1,0 +1,193 @@
+"""The latent-concept stage end to end: discover -> label -> evaluate -> summary.
+
+Example:
+    >>> from tl_concepts.concepts import ConceptsConfig, discover_concepts, label, evaluate, summary
+    >>> cfg = ConceptsConfig(store="runs/x", layer=3, k=200, out="runs/x/concepts")   # doctest: +SKIP
+    >>> cs = discover_concepts(cfg)                                                 # doctest: +SKIP
+    >>> labels = label(cs, cfg, llm=get_llm("in-process"))                          # doctest: +SKIP
+    >>> print(summary(cs, labels, evaluate(cs, cfg)))                               # doctest: +SKIP
+
+Outputs under ``out`` (default ``<store>/concepts/layer{L}``): the concept set
+(``meta.json``, ``points.json``, ``tree.npz``), ``labels-<template>.jsonl`` (resumable) and
+``evaluation.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from tl_concepts.llm.base import LLM
+
+from .evaluation import AlignmentReport, JudgeReport, alignment_reports, judge_labels
+from .filters import FilterConfig, apply_filters
+from .inputs import ConceptInput, ConceptInputError, from_store
+from .labelling import LabelOptions, LabelStore, label_concepts
+from .model import ConceptLabel, ConceptSet, _atomic_text
+from .tree import ConceptTree
+from .ward import Agreement, agreement_with_exact, ward
+
+
+@dataclass
+class ConceptsConfig:
+    """Everything the concept stage needs (SAELens-style: one flat config)."""
+
+    store: str | None = None
+    """Capture store directory (not needed when a :class:`ConceptInput` is passed)."""
+    layer: int | None = None
+    """Block index L; picks ``blocks.L.hook_resid_post`` unless ``hook`` is given."""
+    hook: str | None = None
+    """Hook name to cluster."""
+    agg: str = "mean"
+    """Sub-token aggregation into words: ``mean``, ``first`` or ``last``."""
+    k: int = 100
+    """Number of concepts (Mousi et al.: 600 on ~250k occurrences; ~1 per 10-20 types is a
+    sensible start for small corpora)."""
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    """Word filters (min_count / max_per_type / max_count)."""
+    mode: str = "auto"
+    """Ward mode: ``auto``, ``exact`` or ``micro``."""
+    n_micro: int | None = None
+    """Micro-clusters in ``micro`` mode (default: up to 10k, memory permitting)."""
+    memory_fraction: float = 0.5
+    """Share of free memory exact Ward may use before ``auto`` switches to ``micro``."""
+    agreement_sample: int = 3000
+    """Sample size on which a ``micro`` run is compared with exact Ward (0: skip)."""
+    seed: int = 0
+    """Seed for sampling and k-means."""
+    out: str | None = None
+    """Output directory (default ``<store>/concepts/layer{L}``)."""
+    label: LabelOptions = field(default_factory=LabelOptions)
+    """Labelling options (template, tokens/types, context sentences, batch size)."""
+    theta: float = 0.9
+    """Alignment threshold (ConceptX: 0.9; 0.95 is the stricter option)."""
+    judge_context: int = 0
+    """Context sentences shown to the LLM judge."""
+
+    def out_dir(self, layer: int) -> Path:
+        if self.out:
+            return Path(self.out)
+        if self.store:
+            return Path(self.store) / "concepts" / f"layer{layer}"
+        raise ValueError("set ConceptsConfig.out (or store) to say where concepts are written")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_input(cfg: ConceptsConfig) -> ConceptInput:
+    """Open ``cfg.store`` and read the word representations at the configured hook/layer."""
+    if not cfg.store:
+        raise ConceptInputError("ConceptsConfig.store is not set and no ConceptInput was given")
+    from tl_concepts.capture import ActivationStore  # imported late: the capture stage is optional here
+
+    store = ActivationStore.open(cfg.store)
+    return from_store(store, cfg.hook, layer=cfg.layer, agg=cfg.agg)
+
+
+def discover_concepts(cfg: ConceptsConfig, inp: ConceptInput | None = None, *, save: bool = True,
+                      progress: bool = True) -> ConceptSet:
+    """Filter, cluster with Ward, cut at K; save the set (tree kept for any other K).
+
+    Raises ``ValueError`` subclasses with what to change: K larger than the points left,
+    too few points after a named filter, NaN/inf representations, an empty slice.
+    """
+    inp = inp if inp is not None else load_input(cfg)
+    if cfg.k < 1:
+        raise ValueError(f"k must be >= 1; got {cfg.k}")
+    rows, report = apply_filters(inp.column("text"), cfg.filters, min_points=2)
+    if cfg.k > len(rows):
+        raise ValueError(
+            f"K={cfg.k} concepts asked for but only {len(rows)} word occurrences remain after filtering "
+            f"({report.describe()}); lower -k or relax the filters")
+    x = inp.representations[rows]
+    if progress:
+        print(f"[concepts] {len(rows):,} occurrences of {report.n_types:,} types at "
+              f"{inp.hook or 'layer ' + str(inp.layer)} (d={inp.dim}); Ward mode={cfg.mode}, K={cfg.k}")
+    res = ward(x, mode=cfg.mode, k=cfg.k, n_micro=cfg.n_micro, memory_fraction=cfg.memory_fraction, seed=cfg.seed)
+    tree = ConceptTree(res.linkage, res.leaf_of_point)
+    if cfg.k > tree.n_leaves:
+        raise ValueError(f"K={cfg.k} exceeds the {tree.n_leaves} micro-clusters; raise n_micro")
+    meta: dict[str, Any] = {
+        "filters": report.to_dict(), "filter_config": asdict(cfg.filters), "mode": res.mode,
+        "ward_seconds": res.seconds, "estimated_bytes": res.estimated_bytes, "ward_info": res.info,
+        "agg": cfg.agg, "dim": inp.dim,
+    }
+    if res.mode == "micro" and cfg.agreement_sample:
+        agr = agreement_with_exact(x, cfg.k, n_micro_ratio=tree.n_leaves / len(rows),
+                                   sample=cfg.agreement_sample, seed=cfg.seed)
+        meta["agreement"] = agr.to_dict()
+    points = {name: [col[i] for i in rows.tolist()] for name, col in inp.words.items()}
+    cs = ConceptSet(points, k=cfg.k, tree=tree, sentences=inp.sentences, layer=inp.layer, hook=inp.hook, meta=meta)
+    if save:
+        cs.save(cfg.out_dir(inp.layer))
+    return cs
+
+
+def labels_path(cfg: ConceptsConfig, cs: ConceptSet) -> Path:
+    """Where the labels of the configured template are kept."""
+    return cfg.out_dir(cs.layer) / f"labels-{cfg.label.template}.jsonl"
+
+
+def label(cs: ConceptSet, cfg: ConceptsConfig, llm: LLM, *, progress: bool = True) -> list[ConceptLabel]:
+    """Label every concept of ``cs`` (resumable; see :func:`~tl_concepts.concepts.labelling.label_concepts`)."""
+    return label_concepts(cs, llm, labels_path(cfg, cs), cfg.label, progress=progress)
+
+
+@dataclass
+class EvaluationReport:
+    """Alignment with known tags and, when a judge was given, label quality."""
+
+    alignment: dict[str, AlignmentReport] = field(default_factory=dict)
+    """Per tagset (pos, ner, gold) at ``theta``."""
+    judge: JudgeReport | None = None
+    """LLM judge rates (None when no judge was given)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alignment": {k: v.to_dict() for k, v in self.alignment.items()},
+                "judge": self.judge.to_dict() if self.judge else None}
+
+
+def evaluate(cs: ConceptSet, cfg: ConceptsConfig | None = None, *, labels: Sequence[ConceptLabel] | None = None,
+             judge: LLM | None = None, gold: Mapping[str, set[str]] | None = None,
+             save: bool = True) -> EvaluationReport:
+    """Alignment (POS, NER, gold categories) and, with ``judge``, LLM-judged label quality."""
+    cfg = cfg or ConceptsConfig()
+    rep = EvaluationReport(alignment_reports(cs, theta=cfg.theta, gold=gold))
+    if judge is not None and labels:
+        rep.judge = judge_labels(cs, labels, judge, n_context=cfg.judge_context)
+    if save and (cfg.out or cfg.store):
+        out = cfg.out_dir(cs.layer)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_text(out / "evaluation.json", json.dumps(rep.to_dict(), indent=1))
+    return rep
+
+
+def summary(cs: ConceptSet, labels: Sequence[ConceptLabel] = (), report: EvaluationReport | None = None,
+            llm: LLM | None = None) -> str:
+    """A few lines for the CLI: concepts, filters, Ward mode, labels, alignment, LLM ledger."""
+    lines = [f"layer {cs.layer} ({cs.hook}): {cs.k} concepts over {cs.n_points:,} word occurrences"]
+    mode = cs.meta.get("mode")
+    if mode:
+        lines.append(f"Ward: {mode} in {cs.meta.get('ward_seconds', 0):.1f}s"
+                     + (f", {cs.meta['ward_info'].get('n_micro')} micro-clusters" if mode == "micro" else ""))
+    if "agreement" in cs.meta:
+        a = cs.meta["agreement"]
+        lines.append(f"agreement with exact Ward: ARI {a['ari']:.3f} on {a['n_sample']} sampled points at K={a['k']}")
+    if labels:
+        from collections import Counter
+
+        st = Counter(lab.status for lab in labels)
+        lines.append("labels: " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())) + f" (of {cs.k})")
+    if report is not None:
+        lines += [r.describe() for r in report.alignment.values()]
+        if report.judge is not None:
+            lines.append(report.judge.describe())
+    ledger = getattr(llm, "ledger", None) if llm is not None else None
+    if ledger is not None:
+        lines.append(f"LLM ledger: {ledger.summary() if hasattr(ledger, 'summary') else ledger}")
+    return "\n".join(lines)
