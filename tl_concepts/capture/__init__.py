@@ -1,4 +1,8 @@
 """Hook points -> activations: streaming capture, on-disk store, exemplar mining."""
+from tl_concepts.capture.exemplars import ExemplarConfig, select_exemplars
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
+from tl_concepts.capture.runner import CaptureConfig, capture
+from tl_concepts.capture.store import ActivationStore
 
-__all__ = ["ActivationRecord", "UnitRecords"]
+__all__ = ["ActivationRecord", "ActivationStore", "CaptureConfig", "ExemplarConfig", "UnitRecords",
+           "capture", "select_exemplars"]
