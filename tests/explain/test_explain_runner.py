@@ -1,0 +1,86 @@
+import json
+import time
+
+import pytest
+
+from explain_fakes import RuleLLM, planted_unit
+from tl_concepts.capture.records import ActivationRecord, UnitRecords
+from tl_concepts.explain.runner import ExplainConfig, load_results, run_explain, summary_table
+
+
+def _cfg(tmp_path, **kw):
+    return ExplainConfig(out_dir=str(tmp_path / "run"), n_bootstrap=50, progress=False, **kw)
+
+
+def test_run_writes_scores_and_resumes(tmp_path):
+    units = [planted_unit("weekday", unit=0, seed=1), planted_unit("digit", unit=1, seed=2)]
+    llm = RuleLLM(["days of the week", "digits"])
+    res = run_explain(units, llm, _cfg(tmp_path))
+    assert [r["status"] for r in res] == ["ok", "ok"]
+    r0 = res[0]
+    assert r0["llm"]["explanation"]["text"] == "days of the week"
+    c = r0["llm"]["scores"]["all"]["correlation"]
+    assert c["value"] > 0.7 and c["low"] <= c["value"] <= c["high"]
+    assert "random" in r0["llm"]["scores"] and r0["llm"]["calibration"]["slope"] > 0
+    assert r0["baseline"]["explanation"]["text"].startswith("the tokens")
+    assert r0["baseline"]["scores"]["all"]["correlation"]["value"] > 0.5
+    assert r0["lookup_table"]["correlation"]["value"] > 0.5
+    assert r0["llm"]["detection"]["auroc"] == 1.0
+    sims = r0["llm"]["simulations"]
+    assert len(sims) == len(units[0].test_top) + len(units[0].test_random)
+    assert all(len(s["true"]) == len(s["simulated"]) == len(s["tokens"]) for s in sims)
+    assert r0["llm_usage"]["explainer"]["explain"]["requests"] == 1
+    ledger = [json.loads(x) for x in (tmp_path / "run" / "ledger.jsonl").read_text().splitlines()]
+    assert {x["stage"] for x in ledger} >= {"explain", "simulate", "detection", "fuzzing"}
+    assert not any("prompt" in k and k != "prompt_tokens" for x in ledger for k in x)
+    calls = dict(llm.calls)
+    # rerun: nothing left to do, no LLM call
+    again = run_explain(units, llm, _cfg(tmp_path))
+    assert llm.calls == calls and [r["key"] for r in again] == [r["key"] for r in res]
+    table = summary_table(str(tmp_path / "run"))
+    assert "days of the week" in table and "LLM +" in table and "status: ok=2" in table
+
+
+def test_resume_after_partial_run(tmp_path):
+    units = [planted_unit("weekday", unit=i, seed=i) for i in range(3)]
+    run_explain(units[:1], RuleLLM(), _cfg(tmp_path))
+    llm = RuleLLM()
+    res = run_explain(units, llm, _cfg(tmp_path))
+    assert len(res) == 3 and llm.calls["chat"] == 2  # one explanation per new unit
+
+
+def test_too_few_activating_is_reported(tmp_path):
+    dead = UnitRecords("blocks.0.mlp.hook_post", 9,
+                       train_top=[ActivationRecord(["a"], [0.0])], test_top=[ActivationRecord(["b"], [0.0])])
+    res = run_explain([dead, planted_unit()], RuleLLM(), _cfg(tmp_path))
+    assert res[0]["status"] == "too_few_activating" and "min_activating" in res[0]["message"]
+    assert "too_few_activating=1" in summary_table(res)
+
+
+def test_failed_simulation_is_recorded_not_zeroed(tmp_path):
+    res = run_explain([planted_unit()], RuleLLM(fail_distributions=True), _cfg(tmp_path, detection=False,
+                                                                               fuzzing=False))
+    llm_part = res[0]["llm"]
+    assert res[0]["status"] == "simulation_failed" and llm_part["status"] == "simulation_failed"
+    assert "scores" not in llm_part and "simulations" not in llm_part
+    assert llm_part["failures"][0]["kind"] == "error"
+    # the LLM-free table baseline still scores
+    assert res[0]["lookup_table"]["correlation"]["value"] > 0.5
+
+
+def test_best_of_n_in_runner(tmp_path):
+    res = run_explain([planted_unit("digit", seed=4)], RuleLLM(["days of the week", "digits"]),
+                      _cfg(tmp_path, n_explanations=2, detection=False, fuzzing=False))
+    e = res[0]["llm"]["explanation"]
+    assert e["text"] == "digits" and e["explainer"] == "best-of-2:llm" and len(e["candidates"]) == 2
+
+
+def test_concurrency_cap_bounds_requests_and_overlaps_units(tmp_path):
+    units = [planted_unit("weekday", unit=i, seed=i, n_top=2, n_random=2) for i in range(6)]
+    llm = RuleLLM(latency=0.02)
+    t0 = time.perf_counter()
+    run_explain(units, llm, _cfg(tmp_path, max_concurrency=4, baseline=False, detection=False, fuzzing=False))
+    wall = time.perf_counter() - t0
+    n_calls = llm.calls["chat"] + llm.calls["distributions"]
+    assert llm.max_in_flight == 4
+    assert wall < 0.02 * n_calls / 4 * 3  # well below serial time (0.02 * n_calls)
