@@ -131,18 +131,30 @@ def records_for_direction(
 ) -> UnitRecords:
     """Records of a direction (vector or encoder) over a stored hook point.
 
-    ``store.activations(hook)`` must be ``[n_tokens, d]`` with contexts laid end to end in
-    the order of ``store.contexts()`` (token strings per context). ``unit`` labels the
+    Works with :class:`tl_concepts.capture.ActivationStore` (``activations(hook)``,
+    ``n_windows``, ``context_rows(i)``, ``context_tokens(i)``) or any object with
+    ``activations(hook)`` ``[n_tokens, d]`` and ``contexts()`` (token strings per context,
+    laid end to end in that order). ``unit`` labels the
     direction in outputs (``-1`` by default). Other arguments go to :func:`records_from_array`.
     """
-    contexts = [list(c) for c in store.contexts()]
     values = project(np.asarray(store.activations(hook)), direction)
-    total = sum(len(c) for c in contexts)
-    if values.shape[0] != total:
-        raise ValueError(f"{hook}: {values.shape[0]} activation rows but the contexts hold {total} tokens")
-    offsets = np.cumsum([0] + [len(c) for c in contexts])
-    rows = [values[offsets[i]: offsets[i + 1]] for i in range(len(contexts))]
-    return records_from_array(rows, contexts, hook=hook, unit=unit, starts=offsets[:-1].tolist(), **kw)
+    if hasattr(store, "context_rows") and hasattr(store, "n_windows"):
+        # tl_concepts.capture.ActivationStore: contexts are windows of the token table
+        spans = [store.context_rows(i) for i in range(int(store.n_windows))]
+        contexts = [list(store.context_tokens(i)) for i in range(int(store.n_windows))]
+        starts = [int(sl.start) for sl in spans]
+        rows = [values[sl] for sl in spans]
+        if spans and spans[-1].stop > values.shape[0]:
+            raise ValueError(f"{hook}: {values.shape[0]} activation rows but the contexts reach row {spans[-1].stop}")
+    else:
+        contexts = [list(c) for c in store.contexts()]
+        total = sum(len(c) for c in contexts)
+        if values.shape[0] != total:
+            raise ValueError(f"{hook}: {values.shape[0]} activation rows but the contexts hold {total} tokens")
+        offsets = np.cumsum([0] + [len(c) for c in contexts])
+        starts = offsets[:-1].tolist()
+        rows = [values[offsets[i]: offsets[i + 1]] for i in range(len(contexts))]
+    return records_from_array(rows, contexts, hook=hook, unit=unit, starts=starts, **kw)
 
 
 def model_activations(
