@@ -160,18 +160,24 @@ class ConceptSet:
         return other
 
     def contexts(self, concept: Concept, n: int) -> list[tuple[str, str]]:
-        """Up to ``n`` (word, sentence text) pairs of distinct sentences for ``concept``."""
-        out, seen = [], set()
-        if not self.sentences:
+        """Up to ``n`` (word, sentence text) pairs from distinct sentences of ``concept``,
+        covering as many distinct words as possible (one per word first, then more)."""
+        out: list[tuple[str, str]] = []
+        if not self.sentences or n <= 0:
             return out
-        for i in concept.members:
-            s = int(self.points["sentence"][i])
-            if s in seen or not (0 <= s < len(self.sentences)):
-                continue
-            seen.add(s)
-            out.append((self.points["text"][i], self.sentences[s]))
-            if len(out) >= n:
-                break
+        seen_s: set[int] = set()
+        for distinct_words in (True, False):
+            seen_w = {w for w, _ in out}
+            for i in concept.members:
+                s = int(self.points["sentence"][i])
+                w = self.points["text"][i]
+                if s in seen_s or not (0 <= s < len(self.sentences)) or (distinct_words and w in seen_w):
+                    continue
+                seen_s.add(s)
+                seen_w.add(w)
+                out.append((w, self.sentences[s]))
+                if len(out) >= n:
+                    return out
         return out
 
     def add_labels(self, labels: Iterable[ConceptLabel]) -> None:
