@@ -5,6 +5,7 @@ import asyncio
 from typing import Callable, Sequence
 
 import numpy as np
+import pytest
 
 from tl_concepts.concepts.inputs import ConceptInput
 from tl_concepts.llm.base import LLM, ChatResult, Distributions, Failure, Message
@@ -81,3 +82,9 @@ def category_of(words: Sequence[str]) -> str:
         if all(w in ws for w in words):
             return cat
     return "mixed"
+
+
+@pytest.fixture
+def synth() -> ConceptInput:
+    """The default synthetic input (import this name into a test module to use it)."""
+    return make_input()

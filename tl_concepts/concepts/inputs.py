@@ -45,6 +45,8 @@ class ConceptInput:
     """Block index L the representations come from (-1 when unknown)."""
     hook: str = ""
     """Hook name the representations come from."""
+    n_uncaptured: int = 0
+    """Words of the slice left out because the capture has no representation for them."""
 
     def __post_init__(self) -> None:
         self.representations = np.asarray(self.representations)
@@ -148,16 +150,29 @@ def from_store(store: Any, hook: str | None = None, *, layer: int | None = None,
         if len(col) != n:
             raise ConceptInputError(
                 f"store mismatch: words()[{name!r}] has {len(col)} rows, representations at {hook} have {n}")
+    keep = np.ones(n, dtype=bool)
     if sentences is not None:
         keep_s = set(int(s) for s in sentences)
-        rows = [i for i, s in enumerate(words["sentence"]) if int(s) in keep_s]
-        if not rows:
+        keep &= np.array([int(s) in keep_s for s in words["sentence"]], dtype=bool)
+        if not keep.any():
             raise ConceptInputError(
                 f"the corpus slice is empty: none of the {len(keep_s)} selected sentence ids has words")
+    # words the capture never reached (an early-stopped pass) come back as all-NaN rows
+    uncaptured = np.isnan(reps).all(axis=1) if n else np.zeros(0, dtype=bool)
+    n_uncaptured = int((uncaptured & keep).sum())
+    keep &= ~uncaptured
+    if n and not keep.any():
+        raise ConceptInputError(
+            f"the corpus slice is empty: none of its words has a representation at {hook} "
+            "(was the capture stopped before reaching them?)")
+    if not keep.all():
+        rows = np.flatnonzero(keep)
         reps = reps[rows]
         words = {k: [v[i] for i in rows] for k, v in words.items()}
-    return ConceptInput(representations=reps, words=words, sentences=list(store.sentence_texts()),
-                        layer=inp_layer, hook=hook)
+    inp = ConceptInput(representations=reps, words=words, sentences=list(store.sentence_texts()),
+                       layer=inp_layer, hook=hook)
+    inp.n_uncaptured = n_uncaptured
+    return inp
 
 
 def check_same_dim(inputs: Mapping[str, ConceptInput] | Sequence[ConceptInput]) -> int:
