@@ -61,3 +61,25 @@ def test_records_for_direction_from_store_layout():
     assert u.train_top[0].start == 3 and u.unit == -1
     with pytest.raises(ValueError, match="activation rows"):
         records_for_direction(_Store(acts[:5], ctx), "h", np.ones(2))
+
+
+def test_records_from_live_model_neurons_and_direction(tiny_bridge):
+    from tl_concepts.explain.units import model_activations, unit_records_from_model
+
+    texts = [f"the cat sat on mat number {i} and the dog ran" for i in range(12)]
+    hook = "blocks.1.mlp.hook_post"
+    acts, toks = model_activations(tiny_bridge, texts, hook, ctx_len=8)
+    assert acts.shape[:2] == (12, 8) and all(1 <= len(t) <= 8 for t in toks)
+    # the activations are those of a direct run of the model on the same tokens
+    ids = tiny_bridge.to_tokens(texts[3])[:, :8]
+    _, cache = tiny_bridge.run_with_cache(ids, names_filter=lambda n: n == hook)
+    np.testing.assert_allclose(acts[3, : ids.shape[1]], cache[hook][0].detach().numpy(), atol=1e-5)
+    units = unit_records_from_model(tiny_bridge, texts, hook, units=[0, 5], ctx_len=8, n_top=6, n_random=3)
+    assert [u.unit for u in units] == [0, 5]
+    real_max = max(float(acts[i, : len(t), 5].max()) for i, t in enumerate(toks))
+    assert units[1].max_activation == pytest.approx(max(real_max, 0.0), rel=1e-5)
+    d = acts.shape[-1]
+    vec = np.zeros(d)
+    vec[5] = 1.0
+    (u_dir,) = unit_records_from_model(tiny_bridge, texts, hook, direction=vec, ctx_len=8, n_top=6, n_random=3)
+    assert [r.activations for r in u_dir.train_top] == [r.activations for r in units[1].train_top]
