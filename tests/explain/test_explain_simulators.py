@@ -11,7 +11,7 @@ from tl_concepts.explain.simulators import (
     AllAtOnceSimulator,
     JsonSimulator,
     parse_json_activations,
-    simulation_candidates,
+    ten_overlaps_one,
 )
 
 
@@ -61,18 +61,25 @@ def test_json_simulator_unparseable_is_failure():
 
 class _Tok:
     def encode(self, s, add_special_tokens=False):
-        return list(s)  # one id per character: "10" is two tokens
+        return [ord(c) for c in s]  # one id per character: "10" is "1" then "0"
 
 
-def test_candidates_drop_multi_token_ten():
+def test_ten_split_into_digits_is_not_counted_twice():
     class WithTok(RuleLLM):
         tokenizer = _Tok()
 
-    assert simulation_candidates(RuleLLM()) == ALL_CANDIDATES
-    cands = simulation_candidates(WithTok())
-    assert cands == tuple(str(i) for i in range(10))
-    s = AllAtOnceSimulator(WithTok()).simulate("digits", ["x", "5"])
-    assert s.activations[1] == pytest.approx((0.9 * 9 + 0.01 * 36) / 0.99)
+        async def anext_token_distributions(self, prompt, positions, candidates, *, stage="default"):
+            from tl_concepts.llm.base import Distributions
+            # P("1") = 0.5 of which 0.4 is "10"; P("0") = 0.5
+            return Distributions([{"0": 0.5, "1": 0.5, "10": 0.4}] * len(positions), method="logits")
+
+    assert not ten_overlaps_one(RuleLLM())
+    assert ten_overlaps_one(WithTok())
+    s = AllAtOnceSimulator(WithTok()).simulate("digits", ["x"])
+    # disjoint: "0" 0.5, "1" 0.1, "10" 0.4 -> (0.1 + 4.0) / 1.0
+    assert s.activations == pytest.approx([4.1])
+    plain = AllAtOnceSimulator(RuleLLM(["x"]))
+    assert plain.candidates == ALL_CANDIDATES and not plain.overlap
 
 
 def test_batched_backend_uses_one_call_per_batch():

@@ -12,11 +12,12 @@
   (the token-lookup baseline's own prediction).
 
 On "10": many tokenizers (SmolLM2's, LLaMA's) split numbers into digits, so "10" is not
-one token and its first token is "1". Scoring "10" by its first token would count the
-probability of "1" twice. When the LLM exposes a Hugging Face ``tokenizer``,
-:func:`simulation_candidates` keeps only candidates that are a single token (then "0".."9",
-with a maximum prediction of 9; correlation is unaffected and calibration rescales);
-otherwise all of "0".."10" are requested and the backend decides.
+one token and starts with the token "1". The candidates are always "0".."10"; a backend
+scores "10" as it can (the in-process backend exactly, as P("1") P("0" | "1"); an
+OpenAI-compatible endpoint reports it absent when it is not one token). Where "10" starts
+with the token "1" in the backend's Hugging Face ``tokenizer``, P("1") also holds the
+mass of "10", so :func:`ten_overlaps_one` detects that and the simulator uses
+P("1") - P("10") for the value 1 (:func:`disjoint_candidates`).
 
 A failed simulation is a :class:`Simulation` with ``failure`` set and no activations,
 never a vector of zeros.
@@ -72,21 +73,31 @@ class Simulation:
                 {"kind": self.failure.kind, "message": self.failure.message}}
 
 
-def simulation_candidates(llm: Any) -> tuple[str, ...]:
-    """Candidates to request: "0".."10", less those that are not one token in the LLM's
-    Hugging Face tokenizer (when it exposes one as ``tokenizer``)."""
+def ten_overlaps_one(llm: Any) -> bool:
+    """True when the LLM's Hugging Face ``tokenizer`` (if it exposes one) encodes "10" as
+    "1" followed by more tokens, so that P("1") includes P("10")."""
     tok = getattr(llm, "tokenizer", None)
     if tok is None or not hasattr(tok, "encode"):
-        return ALL_CANDIDATES
-    keep = []
-    for c in ALL_CANDIDATES:
-        try:
-            ids = tok.encode(c, add_special_tokens=False)
-        except TypeError:
-            ids = tok.encode(c)
-        if len(ids) == 1:
-            keep.append(c)
-    return tuple(keep) or ALL_CANDIDATES
+        return False
+    try:
+        ten, one = tok.encode("10", add_special_tokens=False), tok.encode("1", add_special_tokens=False)
+    except TypeError:
+        ten, one = tok.encode("10"), tok.encode("1")
+    return len(ten) > len(one) and list(ten[: len(one)]) == list(one)
+
+
+def disjoint_candidates(dist: dict[str, float]) -> dict[str, float]:
+    """``dist`` with P("1") reduced by P("10") (floored at 0): the value 1 then means "1"
+    not followed by "0". Use only when :func:`ten_overlaps_one` holds.
+
+    Example:
+        >>> disjoint_candidates({"0": 0.5, "1": 0.3, "10": 0.2})
+        {'0': 0.5, '1': 0.09999999999999998, '10': 0.2}
+    """
+    out = dict(dist)
+    if "1" in out and "10" in out:
+        out["1"] = max(out["1"] - out["10"], 0.0)
+    return out
 
 
 class Simulator(abc.ABC):
@@ -111,12 +122,14 @@ class Simulator(abc.ABC):
         return asyncio.run(self.asimulate_many(explanation, records))
 
 
-def _from_distributions(d: Distributions, n_tokens: int) -> Simulation:
+def _from_distributions(d: Distributions, n_tokens: int, overlap: bool = False) -> Simulation:
     if not d.ok:
         return Simulation(None, method=d.method, failure=d.failure, template=SIMULATE_TEMPLATE.id)
     if len(d.probs or []) != n_tokens:
         return Simulation(None, method=d.method, template=SIMULATE_TEMPLATE.id, failure=Failure(
             "error", f"asked for {n_tokens} positions, got {len(d.probs or [])} distributions"))
+    if overlap:
+        d = Distributions([disjoint_candidates(p) for p in d.probs or []], method=d.method)
     try:
         values = d.expected_values()
     except ValueError as e:
@@ -130,7 +143,7 @@ class AllAtOnceSimulator(Simulator):
 
     Args:
         llm: any :class:`~tl_concepts.llm.base.LLM`.
-        candidates: activation tokens to score (default: :func:`simulation_candidates`).
+        candidates: activation tokens to score (default "0".."10").
         fallback_json: on a ``no_logprobs`` failure, ask for JSON instead (marked ``json``).
         batch_size: records per request when the backend has ``anext_token_distributions_batch``.
         stage: ledger stage name.
@@ -145,7 +158,8 @@ class AllAtOnceSimulator(Simulator):
     def __init__(self, llm: LLM, *, candidates: Sequence[str] | None = None, fallback_json: bool = True,
                  batch_size: int = 8, stage: str = "simulate") -> None:
         self.llm = llm
-        self.candidates = tuple(candidates) if candidates is not None else simulation_candidates(llm)
+        self.candidates = tuple(candidates) if candidates is not None else ALL_CANDIDATES
+        self.overlap = ten_overlaps_one(llm)
         self.fallback_json = fallback_json
         self.batch_size = batch_size
         self.stage = stage
@@ -154,7 +168,7 @@ class AllAtOnceSimulator(Simulator):
     async def asimulate(self, explanation: str, tokens: Sequence[str]) -> Simulation:
         p = simulation_prompt(explanation, tokens)
         d = await self.llm.anext_token_distributions(p.text, p.positions, self.candidates, stage=self.stage)
-        sim = _from_distributions(d, len(tokens))
+        sim = _from_distributions(d, len(tokens), self.overlap)
         return await self._maybe_fallback(sim, explanation, tokens)
 
     async def _maybe_fallback(self, sim: Simulation, explanation: str, tokens: Sequence[str]) -> Simulation:
@@ -173,7 +187,7 @@ class AllAtOnceSimulator(Simulator):
             ds = await batch_fn([p.text for p in chunk], [p.positions for p in chunk],
                                 self.candidates, stage=self.stage)
             for d, toks in zip(ds, records[i:i + self.batch_size]):
-                out.append(await self._maybe_fallback(_from_distributions(d, len(toks)), explanation, toks))
+                out.append(await self._maybe_fallback(_from_distributions(d, len(toks), self.overlap), explanation, toks))
         return out
 
 
