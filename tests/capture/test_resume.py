@@ -18,7 +18,7 @@ from tiny_models import TEXTS
 from tl_concepts.capture import capture
 
 HOOK = "blocks.1.mlp.hook_post"
-MANY = [f"{t} Number {i} follows." for i, t in enumerate(TEXTS * 6)]
+MANY = [f"{t} Number {i} follows." for i, t in enumerate(TEXTS * 2)]
 
 
 def _run(model, out, **kw):
