@@ -17,9 +17,26 @@ from tl_concepts.corpus.types import Corpus, Sentence
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
+_ABBREV = {"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "sr.", "jr.", "vs.", "etc.", "e.g.", "i.e.",
+           "no.", "mt.", "gen.", "col.", "lt.", "sgt.", "capt.", "gov.", "sen.", "rep.", "inc.", "co."}
+
+
 def split_sentences(text: str) -> list[str]:
-    """Split raw text into sentences at ., ! or ? followed by a capital or digit."""
-    return [s.strip() for s in _SENT_END.split(text.strip()) if s.strip()]
+    """Split raw text into sentences at ., ! or ? followed by a capital or digit.
+
+    Common abbreviations (Dr., Mr., e.g., ...) and initials (J.) do not end a sentence.
+    """
+    out: list[str] = []
+    for part in _SENT_END.split(text.strip()):
+        part = part.strip()
+        if not part:
+            continue
+        last = out[-1].split()[-1].lower() if out else ""
+        if out and (last in _ABBREV or (len(last) == 2 and last[0].isalpha() and last[1] == ".")):
+            out[-1] = f"{out[-1]} {part}"
+        else:
+            out.append(part)
+    return out
 
 
 def from_texts(texts: Iterable[str], name: str = "texts") -> Corpus:

@@ -1,0 +1,91 @@
+"""``tl-concepts`` command line.
+
+Example:
+    tl-concepts capture --model minilm --corpus lee --hooks blocks.3.mlp.hook_post --out runs/x
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _add_capture(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("capture", help="capture activations from hook points into a store",
+                       description="Capture activations of hook points over a corpus into an on-disk "
+                                   "store and mine exemplars for every unit, in one pass.")
+    p.add_argument("--model", default="minilm",
+                   help="minilm | smollm2-135m | a Hugging Face name or local folder (default: minilm)")
+    p.add_argument("--corpus", default="lee",
+                   help="lee | a .txt/.jsonl/.parquet file | a datasets name or folder (default: lee)")
+    p.add_argument("--text-column", default="text", help="text column of jsonl/parquet/datasets corpora")
+    p.add_argument("--max-docs", type=int, default=None, help="use only the first N documents")
+    p.add_argument("--hooks", required=True, nargs="+",
+                   help="hook point names, e.g. blocks.3.mlp.hook_post (comma- or space-separated)")
+    p.add_argument("--out", required=True, help="store directory to create or resume")
+    p.add_argument("--context-tokens", type=int, default=64, help="corpus tokens per context (default 64)")
+    p.add_argument("--batch-size", type=int, default=16, help="contexts per forward pass (default 16)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype")
+    p.add_argument("--negative", type=int, default=0, help="also keep the N most negative contexts per unit")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_capture)
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from tl_concepts import models
+    from tl_concepts.capture import ExemplarConfig, capture
+    from tl_concepts.corpus import load_corpus
+
+    hooks = [h for item in args.hooks for h in item.split(",") if h]
+    t0 = time.time()
+    corpus = load_corpus(args.corpus, text_column=args.text_column, max_docs=args.max_docs)
+    model = models.load(args.model, device=args.device)
+    store = capture(model, corpus, hooks, args.out, context_tokens=args.context_tokens,
+                    batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite,
+                    exemplars=ExemplarConfig(n_negative=args.negative), progress=not args.no_progress,
+                    model_name=args.model, device=args.device)
+    s = store.summary()
+    print(f"\nstore     {store.path}")
+    print(f"model     {store.manifest['model']['id']}")
+    print(f"corpus    {store.manifest['corpus']['name']} ({store.manifest['corpus']['n_docs']} docs, "
+          f"fingerprint {store.manifest['corpus']['fingerprint']})")
+    print(f"tokens    {s['tokens']:,} in {s['contexts']:,} contexts")
+    for h, d in s["units"].items():
+        print(f"units     {h}: {d:,}")
+    print(f"time      {time.time() - t0:.1f} s (capture {s['seconds']:.1f} s)")
+    print(f"disk      {_human_bytes(s['disk_bytes'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tl-concepts", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_capture(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (KeyError, ValueError, TypeError, FileExistsError, FileNotFoundError, ModuleNotFoundError,
+            ImportError, RuntimeError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"tl-concepts: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
