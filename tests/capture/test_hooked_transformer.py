@@ -1,0 +1,31 @@
+"""TransformerLens 3.x path: HookedTransformer / HookedEncoder, where that version is installed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_models import TEXTS
+from tl_concepts.capture import capture
+
+try:
+    from transformer_lens import HookedTransformer  # noqa: F401
+except ImportError:
+    pytest.skip("HookedTransformer is not in this TransformerLens version (4.x has only "
+                "TransformerBridge)", allow_module_level=True)
+
+
+def test_hooked_transformer_capture_equals_run_with_cache(tiny_bridge, tmp_path):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64,
+                                  d_vocab=len(tiny_bridge.tokenizer), act_fn="gelu", seed=0)
+    model = HookedTransformer(cfg, tokenizer=tiny_bridge.tokenizer)
+    hook = "blocks.1.mlp.hook_post"
+    store = capture(model, TEXTS[:4], [hook], tmp_path / "ht", context_tokens=16, progress=False)
+    prefix = store.manifest["tokenizer"]["prefix_ids"]
+    tok = store.tokens()
+    rows = store.context_rows(0)
+    ids = prefix + tok["token_id"][rows].tolist()
+    _, cache = model.run_with_cache(torch.tensor([ids]), names_filter=[hook])
+    np.testing.assert_allclose(store.activations(hook)[rows], cache[hook][0, len(prefix):].numpy(), atol=1e-5)
