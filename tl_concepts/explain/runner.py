@@ -45,7 +45,7 @@ from tl_concepts.explain.calibration import LinearCalibration
 from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n
 from tl_concepts.explain.ledger import MeteredLLM
-from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, SIMULATE_TEMPLATE
+from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, SIMULATE_TEMPLATE
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.simulators import AllAtOnceSimulator, JsonSimulator, Simulator
 from tl_concepts.explain.units import n_activating
@@ -67,6 +67,11 @@ class ExplainConfig:
     """Temperature of the explainer (1.0 is used for best-of-n when this is 0)."""
     max_train_records: int = 10
     """Training records shown to the explainer (top first, then random)."""
+    explain_max_tokens: int = 48
+    """Answer budget of the explainer (tokens)."""
+    few_shot: bool = True
+    """Show the few-shot example neurons in explanation and simulation prompts (False
+    makes prompts shorter and cheaper, e.g. for a small local model)."""
     simulator: str = "all-at-once"
     """``all-at-once`` (next-token distributions, JSON fallback) or ``json``."""
     calibrate: bool = True
@@ -200,7 +205,7 @@ async def _none() -> None:
 
 def _make_simulator(llm: LLM, cfg: ExplainConfig) -> Simulator:
     if cfg.simulator == "all-at-once":
-        return AllAtOnceSimulator(llm)
+        return AllAtOnceSimulator(llm, few_shot=FEW_SHOT if cfg.few_shot else ())
     if cfg.simulator == "json":
         return JsonSimulator(llm)
     raise ValueError(f"unknown simulator {cfg.simulator!r}; use 'all-at-once' or 'json'")
@@ -222,7 +227,8 @@ async def explain_unit(
         "n_activating": n_activating(unit),
         "splits": {k: len(getattr(unit, k)) for k in ("train_top", "train_random", "calibration_top",
                                                        "calibration_random", "test_top", "test_random")},
-        "templates": {"explain": EXPLAIN_TEMPLATE.id, "simulate": SIMULATE_TEMPLATE.id},
+        "templates": {"explain": EXPLAIN_TEMPLATE.id, "simulate": SIMULATE_TEMPLATE.id,
+                      "few_shot": cfg.few_shot},
         "explainer_model": getattr(explainer_llm, "model", ""), "simulator_model": getattr(sim_llm, "model", ""),
     }
     if res["n_activating"] < cfg.min_activating:
@@ -236,7 +242,8 @@ async def explain_unit(
         return res
     simulator = _make_simulator(sim_llm, cfg)
     explainer = LLMExplainer(explainer_llm, temperature=cfg.explain_temperature,
-                             max_records=cfg.max_train_records)
+                             max_records=cfg.max_train_records, max_tokens=cfg.explain_max_tokens,
+                             few_shot=FEW_SHOT if cfg.few_shot else ())
     if cfg.n_explanations > 1:
         expl = await best_of_n(explainer, simulator, unit, cfg.n_explanations)
     else:

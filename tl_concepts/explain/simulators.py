@@ -39,7 +39,9 @@ from typing import Any, Sequence
 
 from tl_concepts.llm.base import LLM, Distributions, Failure
 from tl_concepts.explain.prompts import (
+    FEW_SHOT,
     SIMULATE_JSON_TEMPLATE,
+    FewShotExample,
     SIMULATE_TEMPLATE,
     json_simulation_messages,
     simulation_prompt,
@@ -146,6 +148,8 @@ class AllAtOnceSimulator(Simulator):
         candidates: activation tokens to score (default "0".."10").
         fallback_json: on a ``no_logprobs`` failure, ask for JSON instead (marked ``json``).
         batch_size: records per request when the backend has ``anext_token_distributions_batch``.
+        few_shot: example neurons shown before the target (default: the two of
+            :data:`~tl_concepts.explain.prompts.FEW_SHOT`; ``()`` gives a short prompt).
         stage: ledger stage name.
 
     Example:
@@ -156,8 +160,10 @@ class AllAtOnceSimulator(Simulator):
     name = "all-at-once"
 
     def __init__(self, llm: LLM, *, candidates: Sequence[str] | None = None, fallback_json: bool = True,
-                 batch_size: int = 8, stage: str = "simulate") -> None:
+                 batch_size: int = 8, few_shot: Sequence[FewShotExample] = FEW_SHOT,
+                 stage: str = "simulate") -> None:
         self.llm = llm
+        self.few_shot = tuple(few_shot)
         self.candidates = tuple(candidates) if candidates is not None else ALL_CANDIDATES
         self.overlap = ten_overlaps_one(llm)
         self.fallback_json = fallback_json
@@ -166,7 +172,7 @@ class AllAtOnceSimulator(Simulator):
         self._json = JsonSimulator(llm, stage=stage) if fallback_json else None
 
     async def asimulate(self, explanation: str, tokens: Sequence[str]) -> Simulation:
-        p = simulation_prompt(explanation, tokens)
+        p = simulation_prompt(explanation, tokens, few_shot=self.few_shot)
         d = await self.llm.anext_token_distributions(p.text, p.positions, self.candidates, stage=self.stage)
         sim = _from_distributions(d, len(tokens), self.overlap)
         return await self._maybe_fallback(sim, explanation, tokens)
@@ -180,7 +186,7 @@ class AllAtOnceSimulator(Simulator):
         batch_fn = getattr(self.llm, "anext_token_distributions_batch", None)
         if batch_fn is None or len(records) <= 1:
             return await super().asimulate_many(explanation, records)
-        prompts = [simulation_prompt(explanation, t) for t in records]
+        prompts = [simulation_prompt(explanation, t, few_shot=self.few_shot) for t in records]
         out: list[Simulation] = []
         for i in range(0, len(prompts), self.batch_size):
             chunk = prompts[i:i + self.batch_size]
