@@ -53,17 +53,14 @@ def plain_forward(model, bs_list, stop_hook: str | None) -> float:
     def stop(t, hook=None):
         raise _Stop()
 
+    hooks = [(stop_hook, stop)] if stop_hook else []
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         for ids, mask in bs_list:
-            if stop_hook:
-                with model.hooks(fwd_hooks=[(stop_hook, stop)]):
-                    try:
-                        adapters.forward_for_hooks(model, ids, mask)
-                    except _Stop:
-                        pass
-            else:
+            try:
                 adapters.forward_for_hooks(model, ids, mask)
+            except _Stop:
+                pass
     return time.perf_counter() - t0
 
 
