@@ -1,0 +1,307 @@
+"""Dataset cards: what the data is and how it was made, rendered from Jinja2 templates.
+
+Templates live in the repository's top-level ``cards/`` folder (one per dataset kind,
+extending ``_base.md.j2``) and ship inside the wheel as ``tl_concepts/cards``. Rendering is
+strict: a template that names a field the card context lacks fails here, before anything
+is uploaded. The YAML metadata is checked locally (license, tags, task categories, size
+category, source model, pretty name) and, when publishing, by the Hub's ``validate-yaml``.
+
+Example:
+    >>> from tl_concepts.hub.cards import CardMeta, render_card
+    >>> from tl_concepts.hub.schemas import to_dataset
+    >>> ds = to_dataset("rankings", [{"concept_id": 1, "concept": "days", "hook": "blocks.0.mlp.hook_post",
+    ...                               "layer": 0, "method": "probeless", "units": [3], "scores": [0.5]}])
+    >>> card = render_card("rankings", ds, CardMeta(pretty_name="Rankings", source_model="tiny"), "me/r")
+    >>> card.startswith("---")
+    True
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .schemas import COLUMNS, SCHEMA_VERSION, check_kind
+
+# Values the Hub accepts for ``size_categories``.
+SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+TASK_CATEGORIES = {
+    "concepts": ["token-classification", "feature-extraction"],
+    "explanations": ["feature-extraction", "text-generation"],
+    "probes": ["token-classification"],
+    "rankings": ["token-classification", "feature-extraction"],
+    "descriptors": ["feature-extraction", "text-classification"],
+}
+BASE_TAGS = ["interpretability", "transformer-lens", "tl-concepts"]
+KNOWN_LICENSES = {"mit", "apache-2.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc0-1.0", "odc-by",
+                  "lgpl-2.1", "lgpl-3.0", "gpl-3.0", "bsd-3-clause", "openrail", "other", "unknown"}
+REQUIRED_METADATA = ("pretty_name", "license", "tags", "task_categories", "size_categories", "source_model")
+
+
+class CardError(ValueError):
+    """A card that cannot be rendered or whose metadata the Hub would reject."""
+
+
+@dataclass
+class CardMeta:
+    """What a card says about how the data was made (fill it with :func:`meta_from_manifest`)."""
+
+    pretty_name: str
+    """Human title of the dataset (non-ASCII is fine)."""
+    source_model: str = ""
+    """Model the data describes, e.g. ``HuggingFaceTB/SmolLM2-135M-Instruct``."""
+    model_revision: str = ""
+    """Revision or weight fingerprint of the model."""
+    tl_version: str = ""
+    """TransformerLens version used for capture."""
+    hooks: list[str] = field(default_factory=list)
+    """Hook points the activations came from."""
+    layers: list[int] = field(default_factory=list)
+    """Block indices covered."""
+    corpus_name: str = ""
+    """Corpus the activations were captured on."""
+    corpus_fingerprint: str = ""
+    """Content fingerprint of the corpus."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Capture / clustering / probing settings worth stating (flat key -> value)."""
+    llm: dict[str, Any] = field(default_factory=dict)
+    """LLM roles -> model / backend (e.g. ``{"explainer": "smollm2 (in-process)"}``)."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    """Prompt template name -> version."""
+    ledger: dict[str, Any] | None = None
+    """``tl_concepts.llm.Ledger.to_dict()`` of the run (calls, tokens, failures, cost)."""
+    license: str = "mit"
+    """License of the published data (a Hub license id)."""
+    description: str = ""
+    """Free text added under the card title."""
+    tags: list[str] = field(default_factory=list)
+    """Extra tags (``interpretability``, ``transformer-lens`` and ``tl-concepts`` are always set)."""
+
+
+def meta_from_manifest(manifest: dict[str, Any], *, pretty_name: str, **overrides: Any) -> CardMeta:
+    """A :class:`CardMeta` filled from a capture store's ``manifest`` (``ActivationStore.manifest``).
+
+    Example:
+        >>> m = meta_from_manifest({"model": {"id": "tiny", "fingerprint": "ab12"},
+        ...                         "hooks": {"blocks.1.mlp.hook_post": {}}, "corpus": {"name": "lee"}},
+        ...                        pretty_name="x")
+        >>> m.layers
+        [1]
+    """
+    model = manifest.get("model") or {}
+    corpus = manifest.get("corpus") or {}
+    hooks = list(manifest.get("hooks") or [])
+    layers = sorted({int(m.group(1)) for h in hooks if (m := re.match(r"blocks\.(\d+)\.", h))})
+    settings = {k: v for k, v in (manifest.get("settings") or {}).items() if not isinstance(v, (dict, list))}
+    meta = CardMeta(pretty_name=pretty_name, source_model=str(model.get("id", "")),
+                    model_revision=str(model.get("revision") or model.get("fingerprint") or ""),
+                    tl_version=str(manifest.get("transformer_lens_version", "")), hooks=hooks, layers=layers,
+                    corpus_name=str(corpus.get("name", "")), corpus_fingerprint=str(corpus.get("fingerprint", "")),
+                    settings=settings)
+    for k, v in overrides.items():
+        if not hasattr(meta, k):
+            raise TypeError(f"CardMeta has no field {k!r}")
+        setattr(meta, k, v)
+    return meta
+
+
+def templates_dir() -> Path:
+    """The folder of card templates: ``$TL_CONCEPTS_CARDS``, the installed ``tl_concepts/cards``,
+    or the source checkout's top-level ``cards/``."""
+    env = os.environ.get("TL_CONCEPTS_CARDS")
+    if env:
+        return Path(env)
+    try:
+        from importlib.resources import files
+
+        p = Path(str(files("tl_concepts.cards")))
+        if (p / "_base.md.j2").is_file():
+            return p
+    except (ModuleNotFoundError, TypeError):
+        pass
+    p = Path(__file__).resolve().parents[2] / "cards"
+    if (p / "_base.md.j2").is_file():
+        return p
+    raise CardError("card templates not found: neither tl_concepts/cards (installed) nor cards/ (source checkout); "
+                    "reinstall tl-concepts or set TL_CONCEPTS_CARDS to a folder of templates")
+
+
+def _md(value: Any) -> str:
+    """Escape a value for one line of Markdown (tables, lists): no HTML, no pipes, no newlines."""
+    s = "" if value is None else str(value)
+    s = s.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    s = s.replace("`", "'")
+    return re.sub(r"\s*[\r\n]+\s*", " ", s)
+
+
+def size_category(n: int) -> str:
+    """The Hub ``size_categories`` value for ``n`` rows."""
+    for limit, name in SIZE_CATEGORIES:
+        if n < limit:
+            return name
+    return "n>1T"
+
+
+def _r(x: float | None, nd: int = 3) -> Any:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
+
+
+def _mean(xs: list[float]) -> Any:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return _r(statistics.fmean(xs)) if xs else None
+
+
+def summarize(kind: str, ds: Any) -> dict[str, Any]:
+    """Score summaries of a dataset for its card (numbers rounded to 3 places)."""
+    check_kind(kind)
+    rows = ds.to_list() if hasattr(ds, "to_list") else list(ds)
+    if kind == "concepts":
+        status = Counter(lab["status"] for r in rows for lab in r["labels"])
+        return {"n": len(rows), "n_labelled": sum(r["label"] is not None for r in rows), "status": dict(status),
+                "mean_size": _mean([r["size"] for r in rows]),
+                "examples": [r["label"] for r in rows if r["label"]][:5]}
+    if kind == "explanations":
+        def corr(s: Any) -> float | None:
+            return None if not s or not s.get("correlation") else s["correlation"]["value"]
+        ok = [r for r in rows if r["status"] == "ok"]
+        c = [corr(r["scores"]) for r in ok]
+        b = [corr(r["baseline_scores"]) for r in ok]
+        both = [(x, y) for x, y in zip(c, b) if x is not None and y is not None]
+        cc = [x for x in c if x is not None]
+        return {"n": len(rows), "n_ok": len(ok), "status": dict(Counter(r["status"] for r in rows)),
+                "mean_corr": _mean(cc), "median_corr": _r(statistics.median(cc)) if cc else None,
+                "n_ge_08": sum(x >= 0.8 for x in cc), "mean_base": _mean([y for y in b if y is not None]),
+                "n_beats": sum(x > y for x, y in both), "n_both": len(both),
+                "mean_detection": _mean([r["detection"]["auroc"] for r in ok if r["detection"]]),
+                "mean_fuzzing": _mean([r["fuzzing"]["auroc"] for r in ok if r["fuzzing"]])}
+    if kind == "probes":
+        acc = [r["accuracy"] for r in rows]
+        return {"n": len(rows), "mean_accuracy": _mean(acc), "min_accuracy": _r(min(acc)) if acc else None,
+                "max_accuracy": _r(max(acc)) if acc else None,
+                "mean_selectivity": _mean([r["selectivity"] for r in rows]),
+                "methods": sorted({r["method"] for r in rows})}
+    if kind == "rankings":
+        return {"n": len(rows), "n_concepts": len({(r["concept_id"], r["concept"]) for r in rows}),
+                "methods": sorted({r["method"] for r in rows}), "mean_units": _mean([len(r["units"]) for r in rows])}
+    return {"n": len(rows), "mean_descriptors": _mean([len(r["descriptors"]) for r in rows]),
+            "n_distinct": len({d["text"] for r in rows for d in r["descriptors"]})}
+
+
+def _ledger_rows(ledger: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not ledger:
+        return []
+    out = []
+    for r in ledger.get("rows", []):
+        fails = ", ".join(f"{k}={v}" for k, v in sorted((r.get("failures") or {}).items())) or "0"
+        cost = r.get("cost_usd")
+        out.append({**{k: r.get(k, 0) for k in ("stage", "backend", "model", "calls", "requests", "cache_hits",
+                                                 "prompt_tokens", "completion_tokens")},
+                    "failures": fails, "cost_usd": "n/a" if cost is None else f"{cost:.4f}"})
+    return out
+
+
+def package_version() -> str:
+    """The installed tl-concepts version (``unknown`` in a bare source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tl-concepts")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def card_context(kind: str, ds: Any, meta: CardMeta, repo_id: str) -> dict[str, Any]:
+    """Everything a card template may use."""
+    version = package_version()
+    m = asdict(meta)
+    m["settings"] = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in m["settings"].items()}
+    return {"kind": kind, "meta": m, "repo_id": repo_id, "n_rows": len(ds), "columns": COLUMNS[kind],
+            "summary": summarize(kind, ds), "ledger_rows": _ledger_rows(meta.ledger),
+            "tags": list(dict.fromkeys(BASE_TAGS + [t for t in meta.tags if t])),
+            "task_categories": TASK_CATEGORIES[kind], "size_category": size_category(len(ds)),
+            "schema_version": SCHEMA_VERSION, "package_version": version}
+
+
+def render_card(kind: str, ds: Any, meta: CardMeta, repo_id: str, *, templates: str | os.PathLike | None = None) -> str:
+    """The card (YAML metadata + Markdown body) of a dataset; raises :class:`CardError` when the
+    template needs a field the context lacks or the metadata is not valid."""
+    import jinja2
+
+    check_kind(kind)
+    folder = Path(templates) if templates is not None else templates_dir()
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters["md"] = _md
+    env.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": True}
+    try:
+        text = env.get_template(f"{kind}.md.j2").render(**card_context(kind, ds, meta, repo_id))
+    except jinja2.UndefinedError as e:
+        raise CardError(f"card template {folder / (kind + '.md.j2')} uses a field the card does not have: "
+                        f"{e.message}; fill it in CardMeta or fix the template") from e
+    except jinja2.TemplateNotFound as e:
+        raise CardError(f"no card template {e.name} in {folder}") from e
+    except jinja2.TemplateSyntaxError as e:
+        raise CardError(f"card template {e.filename}:{e.lineno} has a syntax error: {e.message}") from e
+    validate_metadata(parse_metadata(text))
+    return text
+
+
+def parse_metadata(card: str) -> dict[str, Any]:
+    """The YAML metadata block of a card (``{}`` when there is none)."""
+    m = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", card, re.S)
+    if not m:
+        return {}
+    try:
+        data = yaml.safe_load(m.group(1)) or {}
+    except yaml.YAMLError as e:
+        raise CardError(f"the card's YAML metadata does not parse: {e}") from e
+    if not isinstance(data, dict):
+        raise CardError("the card's YAML metadata is not a mapping")
+    return data
+
+
+def card_body(card: str) -> str:
+    """The Markdown after the metadata block."""
+    m = re.match(r"^---\s*\n.*?\n---\s*\n", card, re.S)
+    return card[m.end():] if m else card
+
+
+def validate_metadata(data: dict[str, Any]) -> None:
+    """Raise :class:`CardError` unless the metadata has what the Hub and our users need."""
+    missing = [k for k in REQUIRED_METADATA if not data.get(k)]
+    if missing:
+        raise CardError(f"card metadata lacks {', '.join(missing)}")
+    if data["license"] not in KNOWN_LICENSES:
+        raise CardError(f"license {data['license']!r} is not a Hub license id; use one of {sorted(KNOWN_LICENSES)}")
+    for t in ("interpretability", "transformer-lens"):
+        if t not in data["tags"]:
+            raise CardError(f"card tags must include {t!r}")
+    sizes = {name for _, name in SIZE_CATEGORIES} | {"n>1T"}
+    bad = [s for s in data["size_categories"] if s not in sizes]
+    if bad:
+        raise CardError(f"size_categories {bad} are not Hub values ({sorted(sizes)})")
+    if not isinstance(data["task_categories"], list) or not all(isinstance(t, str) for t in data["task_categories"]):
+        raise CardError("task_categories must be a list of strings")
+
+
+def merge_with_hub_readme(card: str, hub_readme: str | None) -> str:
+    """Our card, keeping the ``dataset_info`` / ``configs`` metadata ``datasets`` wrote to README.md."""
+    if not hub_readme:
+        return card
+    ours = parse_metadata(card)
+    theirs = parse_metadata(hub_readme)
+    merged = {**ours}
+    for k, v in theirs.items():
+        if k not in ours:
+            merged[k] = v
+    head = yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
+    return f"---\n{head}---\n{card_body(card)}"
