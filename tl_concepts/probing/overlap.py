@@ -53,6 +53,8 @@ class Alignment:
     """Ranking method."""
     top: list[int] = field(default_factory=list)
     """The super-concept's top-n neurons."""
+    skipped: list[int] = field(default_factory=list)
+    """Sub-concepts left out: fewer than ``min_size`` members."""
 
     @property
     def mean(self) -> float:
@@ -82,12 +84,13 @@ def tree_members(concepts: Any) -> tuple[dict[int, np.ndarray], Callable[[int], 
 def concept_alignment(representations: Any, node: int, *, members: Mapping[int, Any],
                       children: Mapping[int, Sequence[int]] | Callable[[int], Sequence[int]],
                       n: int = 10, ranker: Callable[..., NeuronRanking] = probeless, seed: int = 0,
-                      negatives: float | None = None) -> Alignment:
+                      negatives: float | None = None, min_size: int = 2) -> Alignment:
     """Rank neurons for ``node`` (members vs every other row) and for each child, and
     return the top-n overlap of the node's ranking with each child's.
 
     ``negatives`` subsamples non-members per member (None keeps them all; Probeless
-    needs no balancing).
+    needs no balancing). Sub-concepts with fewer than ``min_size`` members are skipped
+    (listed in ``skipped``); a ``ValueError`` says when none is left.
     """
     x = np.asarray(representations)
     kids = list(children(node) if callable(children) else children.get(node, []))
@@ -101,7 +104,11 @@ def concept_alignment(representations: Any, node: int, *, members: Mapping[int, 
         data = binary_task(x, np.asarray(members[node_]), negatives=negatives, seed=seed)
         return ranker(None, None, data=data)
 
+    used = [k for k in kids if len(np.unique(np.asarray(members[k]))) >= min_size]
+    if not used:
+        raise ValueError(f"every sub-concept of {node} has fewer than {min_size} members; nothing to align")
     sup = rank(node)
-    over = [top_n_overlap(sup, rank(k), n) for k in kids]
-    return Alignment(node=int(node), children=[int(k) for k in kids], overlaps=over, n=n,
-                     method=sup.method, top=sup.order[:n].tolist())
+    over = [top_n_overlap(sup, rank(k), n) for k in used]
+    return Alignment(node=int(node), children=[int(k) for k in used], overlaps=over, n=n,
+                     method=sup.method, top=sup.order[:n].tolist(),
+                     skipped=[int(k) for k in kids if k not in used])
