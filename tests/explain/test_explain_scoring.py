@@ -79,3 +79,19 @@ def test_balanced_accuracy_and_auroc_hand_cases():
     assert auroc([1, 0, 1, 0], [0.8, 0.3, 0.2, 0.8]) == pytest.approx(0.375)
     assert auroc([1, 1, 0], [0.9, 0.7, 0.1]) == 1.0
     assert math.isnan(auroc([0, 0], [0.1, 0.2]))
+
+
+def test_vectorised_bootstrap_equals_concatenating_drawn_records():
+    from tl_concepts.explain.scoring import _bootstrap
+
+    rng = np.random.default_rng(0)
+    ts = [rng.normal(size=int(rng.integers(3, 9))) for _ in range(7)]
+    ss = [x + rng.normal(size=x.size) for x in ts]
+    boots = _bootstrap(ts, np.concatenate(ts), np.concatenate(ss), 40, seed=5)
+    counts = np.random.default_rng(5).multinomial(7, np.full(7, 1 / 7), size=40)
+    for k in range(40):
+        idx = np.repeat(np.arange(7), counts[k])
+        t = np.concatenate([ts[i] for i in idx])
+        s = np.concatenate([ss[i] for i in idx])
+        for j, f in enumerate((correlation, r_squared, abs_dev_explained)):
+            assert boots[j][k] == pytest.approx(f(t, s), abs=1e-9)

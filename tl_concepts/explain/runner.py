@@ -156,10 +156,17 @@ async def _evaluate(
     cal = list(unit.calibration_top) + list(unit.calibration_random)
     test = list(unit.test_top) + list(unit.test_random)
     n_top = len(unit.test_top)
-    cal_sims, test_sims = await asyncio.gather(
+    # Everything after the explanation is independent: run it concurrently.
+    cal_sims, test_sims, detection, fuzzing = await asyncio.gather(
         simulator.asimulate_many(text, [r.tokens for r in cal]) if cfg.calibrate and cal else _none(),
         simulator.asimulate_many(text, [r.tokens for r in test]),
+        DetectionScorer(llm).ascore(text, unit) if llm is not None and cfg.detection else _none(),
+        FuzzingScorer(llm, seed=cfg.seed).ascore(text, unit) if llm is not None and cfg.fuzzing else _none(),
     )
+    if detection is not None:
+        out["detection"] = detection.to_dict()
+    if fuzzing is not None:
+        out["fuzzing"] = fuzzing.to_dict()
     failed = [s for s in test_sims + (cal_sims or []) if not s.ok]
     out["simulation_method"] = sorted({s.method or "?" for s in test_sims})
     if failed:
@@ -192,10 +199,6 @@ async def _evaluate(
         out["simulations"] = [{"split": "test_top" if i < n_top else "test_random", "doc": r.doc,
                                "start": r.start, "tokens": r.tokens, "true": r.activations, "simulated": a}
                               for i, (r, a) in enumerate(zip(test, raw))]
-    if llm is not None and cfg.detection:
-        out["detection"] = (await DetectionScorer(llm).ascore(text, unit)).to_dict()
-    if llm is not None and cfg.fuzzing:
-        out["fuzzing"] = (await FuzzingScorer(llm, seed=cfg.seed).ascore(text, unit)).to_dict()
     return out
 
 
