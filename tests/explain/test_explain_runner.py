@@ -33,6 +33,9 @@ def test_run_writes_scores_and_resumes(tmp_path):
     ledger = [json.loads(x) for x in (tmp_path / "run" / "ledger.jsonl").read_text().splitlines()]
     assert {x["stage"] for x in ledger} >= {"explain", "simulate", "detection", "fuzzing"}
     assert not any("prompt" in k and k != "prompt_tokens" for x in ledger for k in x)
+    summary = json.loads((tmp_path / "run" / "ledger_summary.json").read_text())
+    assert summary["explain"]["requests"] == 2
+    assert sum(u["requests"] for u in summary.values()) == llm.calls["chat"] + llm.calls["distributions"]
     calls = dict(llm.calls)
     # rerun: nothing left to do, no LLM call
     again = run_explain(units, llm, _cfg(tmp_path))

@@ -1,13 +1,13 @@
 """A metering wrapper around any LLM: concurrency cap and a per-call ledger.
 
-Every request made through :class:`MeteredLLM` waits for a slot of a shared semaphore
+Every request made through :class:`UnitMeter` waits for a slot of a shared semaphore
 (the concurrency cap) and appends one JSON line to the ledger: unit, stage, backend,
 model, tokens, cached, ok / failure kind, seconds. No prompt text and no secret is
 written. Usage per unit is also kept in memory for the unit's result file.
 
 Example:
     >>> cap = asyncio.Semaphore(8)                                     # doctest: +SKIP
-    >>> llm = MeteredLLM(inner, cap, ledger_path="runs/x/ledger.jsonl", unit="h.3")  # doctest: +SKIP
+    >>> llm = UnitMeter(inner, cap, ledger_path="runs/x/ledger.jsonl", unit="h.3")  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from tl_concepts.llm.base import LLM, ChatResult, Distributions, Message
 
 
-class MeteredLLM(LLM):
+class UnitMeter(LLM):
     """Delegates to ``inner`` under a shared semaphore and records each call."""
 
     def __init__(self, inner: LLM, semaphore: asyncio.Semaphore, *, ledger_path: str | os.PathLike | None = None,

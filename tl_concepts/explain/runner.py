@@ -44,7 +44,7 @@ from tl_concepts.llm.base import LLM
 from tl_concepts.explain.calibration import LinearCalibration
 from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n
-from tl_concepts.explain.ledger import MeteredLLM
+from tl_concepts.explain.ledger import UnitMeter
 from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, SIMULATE_TEMPLATE
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.simulators import AllAtOnceSimulator, JsonSimulator, Simulator
@@ -60,7 +60,8 @@ class ExplainConfig:
     """Settings of an explanation run (stored in ``config.json`` of the output dir)."""
 
     out_dir: str
-    """Output directory: ``units/*.json``, ``ledger.jsonl``, ``config.json``."""
+    """Output directory: ``units/*.json``, ``ledger.jsonl``,
+    ``ledger_summary.json`` (calls and tokens per stage), ``config.json``."""
     n_explanations: int = 1
     """LLM explanations per unit; above 1, the best on the calibration split is kept."""
     explain_temperature: float = 0.0
@@ -309,8 +310,8 @@ async def arun_explain(
     async def one(key: str, src: Any) -> None:
         async with unit_slots:
             unit = src if isinstance(src, UnitRecords) else await asyncio.to_thread(src)
-            ex = MeteredLLM(explainer_llm, cap, ledger_path=ledger, unit=key)
-            sim = MeteredLLM(simulator_llm, cap, ledger_path=ledger, unit=key) if simulator_llm else None
+            ex = UnitMeter(explainer_llm, cap, ledger_path=ledger, unit=key)
+            sim = UnitMeter(simulator_llm, cap, ledger_path=ledger, unit=key) if simulator_llm else None
             try:
                 res = await explain_unit(unit, ex, config, simulator_llm=sim)
             except Exception as e:  # a crash of one unit is recorded and does not stop the run
@@ -330,7 +331,21 @@ async def arun_explain(
     finally:
         if bar is not None:
             bar.close()
-    return load_results(out_dir, keys=[k for k, _ in sources])
+    results = load_results(out_dir, keys=[k for k, _ in sources])
+    write_json_atomic(out_dir / "ledger_summary.json", usage_summary(results))
+    return results
+
+
+def usage_summary(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """LLM calls, tokens, cache hits and failures per stage, summed over unit results."""
+    total: dict[str, dict[str, int]] = {}
+    for r in results:
+        for role in (r.get("llm_usage") or {}).values():
+            for stage, u in role.items():
+                t = total.setdefault(stage, {})
+                for k, v in u.items():
+                    t[k] = t.get(k, 0) + int(v)
+    return total
 
 
 def run_explain(
