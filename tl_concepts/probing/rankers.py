@@ -20,7 +20,7 @@ Example:
     >>> x = np.array([[0., 1.], [0., 3.], [1., 1.], [1., 3.]], dtype=np.float32)
     >>> r = probeless(x, ["a", "a", "b", "b"])
     >>> r.order.tolist(), r.scores.tolist()
-    [[0, 1], [1.0, 0.0]]
+    ([0, 1], [1.0, 0.0])
 """
 from __future__ import annotations
 
