@@ -85,7 +85,14 @@ def read_records(path: str | os.PathLike, template: DescriptorTemplate = TEMPLAT
 
 def _append(path: Path, recs: list[SentenceDescriptors]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    torn = False
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"  # an interrupted write left half a line: close it off
     with path.open("a", encoding="utf-8") as f:
+        if torn:
+            f.write("\n")
         f.write("".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in recs))
         f.flush()
         os.fsync(f.fileno())
