@@ -115,7 +115,7 @@ class HubStandin:
         self.commit_log: list[tuple[str, list[str]]] = []
         """(repo_id, paths touched) of every commit, in order."""
         self.fail_commits_matching: str | None = None
-        """When set, a commit touching a path that contains this string answers 500 (tests)."""
+        """When set, a commit whose summary (commit message) contains this string answers 500 (tests)."""
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -193,6 +193,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing --------------------------------------------------------------------------
     def _body(self) -> bytes:
+        return self._raw_body
+
+    def _read_body(self) -> bytes:
+        """Read the whole request body up front, so an early error answer never leaves bytes
+        on a kept-alive connection."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -274,6 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._route()
 
     def _route(self) -> None:
+        self._raw_body = self._read_body()
         parts = urlsplit(self.path)
         path, query = parts.path, parse_qs(parts.query)
         m = self.command
@@ -444,7 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(400, f"the stand-in does not support commit operation {key!r}")
                 return
         hub = self.hub
-        if hub.fail_commits_matching and any(hub.fail_commits_matching in p for p in touched):
+        if hub.fail_commits_matching and hub.fail_commits_matching in header.get("summary", ""):
             self._error(500, "stand-in: commit failure injected by the test")
             return
         sha = hub._new_sha(rid, json.dumps(touched))

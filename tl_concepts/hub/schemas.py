@@ -353,7 +353,10 @@ def to_dataset(kind: str, data: Any) -> Any:
             raise SchemaError(f"the {kind} dataset has columns {sorted(data.column_names)}, expected {sorted(feats)}")
         return data.select_columns(list(feats)).cast(feats) if data.features != feats else data
     try:
-        return Dataset.from_list(rows(kind, data), features=feats)
+        built = rows(kind, data)
+        if not built:
+            return Dataset.from_dict({name: [] for name in feats}, features=feats)
+        return Dataset.from_list(built, features=feats)
     except (TypeError, ValueError, KeyError) as e:
         if isinstance(e, SchemaError):
             raise
