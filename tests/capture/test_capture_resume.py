@@ -33,7 +33,7 @@ def test_kill_minus_nine_then_resume(tiny_gpt2_dir, tiny_bridge, tmp_path):
         sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
         from transformer_lens.model_bridge import TransformerBridge
         import tl_concepts.capture.runner as runner
-        from test_resume import MANY, HOOK
+        from test_capture_resume import MANY, HOOK
         model = TransformerBridge.boot_transformers({str(tiny_gpt2_dir)!r}); model.eval()
         real = runner.write_tensors
         def slow(*a, **k):
