@@ -171,6 +171,10 @@ def summary(cs: ConceptSet, labels: Sequence[ConceptLabel] = (), report: Evaluat
             llm: LLM | None = None) -> str:
     """A few lines for the CLI: concepts, filters, Ward mode, labels, alignment, LLM ledger."""
     lines = [f"layer {cs.layer} ({cs.hook}): {cs.k} concepts over {cs.n_points:,} word occurrences"]
+    steps = cs.meta.get("filters", {}).get("steps", [])
+    if steps:
+        lines.append("filters: " + " -> ".join(f"{st['name']} {st['n_points']:,}/{st['n_types']:,} types"
+                                                for st in steps))
     mode = cs.meta.get("mode")
     if mode:
         lines.append(f"Ward: {mode} in {cs.meta.get('ward_seconds', 0):.1f}s"
@@ -189,5 +193,6 @@ def summary(cs: ConceptSet, labels: Sequence[ConceptLabel] = (), report: Evaluat
             lines.append(report.judge.describe())
     ledger = getattr(llm, "ledger", None) if llm is not None else None
     if ledger is not None:
-        lines.append(f"LLM ledger: {ledger.summary() if hasattr(ledger, 'summary') else ledger}")
+        table = ledger.summary_table() if hasattr(ledger, "summary_table") else str(ledger)
+        lines.append("LLM ledger:\n" + table)
     return "\n".join(lines)

@@ -7,7 +7,7 @@ size) over L leaves, plus ``leaf_of_point`` mapping every point to its leaf.
   point. scipy builds the condensed distance matrix (N(N-1)/2 float64, about 4*N^2 bytes)
   and its nearest-neighbour chain works on a copy of it, so the peak is about 8*N^2 bytes
   (50k points: about 20 GB). :func:`exact_memory_bytes` gives the estimate.
-* ``micro``: k-means (``MiniBatchKMeans``) compresses the N points into M micro-clusters;
+* ``micro``: k-means (a few Lloyd iterations) compresses the N points into M micro-clusters;
   Ward then runs on the M centroids *weighted by their sizes* (Lance-Williams updates that
   start from the size-weighted Ward distances, so a merge costs exactly what merging the
   underlying points' clusters would cost). Memory is about N*d*4 + 8*M^2 bytes. Points
@@ -196,20 +196,29 @@ def _to_linkage(merges: list[tuple[int, int, float]], weights: np.ndarray) -> np
     return z
 
 
-def micro_clusters(x: np.ndarray, n_micro: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def micro_clusters(x: np.ndarray, n_micro: int, *, seed: int = 0, n_iter: int = 5,
+                   fit_sample: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(assignment [N], centroids [M', d], sizes [M']) of k-means micro-clusters.
 
-    Empty clusters are dropped and centroids are recomputed as exact member means.
+    Lloyd k-means started from ``n_micro`` random points, ``n_iter`` iterations, fitted on
+    at most ``fit_sample`` rows (default ``20 * n_micro``), then every row is assigned to
+    its nearest centre. Cost: about ``(n_iter + 1) * N * M * d`` flops. Empty clusters are
+    dropped and centroids are recomputed as exact member means.
     """
-    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.cluster import KMeans
 
     n = x.shape[0]
     m = min(n_micro, n)
     if m == n:
         return np.arange(n), np.asarray(x, dtype=np.float64), np.ones(n)
-    km = MiniBatchKMeans(n_clusters=m, random_state=seed, batch_size=max(3 * m, 1024),
-                         n_init=1, max_no_improvement=10, reassignment_ratio=0.01)
-    labels = km.fit_predict(np.asarray(x, dtype=np.float32))
+    rng = np.random.default_rng(seed)
+    xf = np.asarray(x, dtype=np.float32)
+    fit_n = min(n, fit_sample or 20 * m)
+    fit_rows = np.sort(rng.choice(n, size=fit_n, replace=False)) if fit_n < n else np.arange(n)
+    init = xf[np.sort(rng.choice(fit_rows, size=m, replace=False))]
+    km = KMeans(n_clusters=m, init=init, n_init=1, max_iter=n_iter, tol=0.0, random_state=seed)
+    km.fit(xf[fit_rows])
+    labels = km.predict(xf)
     used, assign = np.unique(labels, return_inverse=True)
     sizes = np.bincount(assign).astype(np.float64)
     cent = np.zeros((len(used), x.shape[1]))

@@ -1,0 +1,95 @@
+"""Labelling and judging through the real LLM layer: the stand-in OpenAI server (the real
+``openai`` client over HTTP) and the in-process embedded SmolLM2."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from concepts_fakes import CATEGORIES, category_of, synth  # noqa: F401 (fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+llm_mod = pytest.importorskip("tl_concepts.llm")
+if not hasattr(llm_mod, "get_llm"):
+    pytest.skip("tl_concepts.llm.get_llm has not landed yet", allow_module_level=True)
+
+from tests.standins.openai_server import OpenAIStandin, Reply  # noqa: E402
+from tl_concepts.concepts import ConceptsConfig, discover_concepts, evaluate, summary  # noqa: E402
+from tl_concepts.concepts.filters import FilterConfig  # noqa: E402
+from tl_concepts.concepts.labelling import LabelOptions, label_concepts  # noqa: E402
+from tl_concepts.llm.ledger import Ledger  # noqa: E402
+
+
+@pytest.fixture
+def cs(synth, tmp_path):
+    cfg = ConceptsConfig(k=4, filters=FilterConfig(min_count=1, max_per_type=3), out=str(tmp_path / "c"))
+    return discover_concepts(cfg, synth, progress=False)
+
+
+def _words(request) -> list[str]:
+    user = request["json"]["messages"][-1]["content"]
+    for line in user.splitlines():
+        if line.startswith(("Words: ", "Word group: ")):
+            return line.split(": ", 1)[1].split(", ")
+    return []
+
+
+def test_labelling_through_standin_openai_server(cs, tmp_path):
+    def respond(request):
+        msgs = request["json"]["messages"]
+        cat = category_of(_words(request))
+        if msgs[0]["content"].startswith("You evaluate"):
+            return Reply.chat('{"acceptable": "yes", "precise": "yes"}')
+        if cat == "city":
+            return Reply.chat(None, refusal="I can't help with that.")
+        if cat == "verb":
+            return Reply.chat("", finish_reason="content_filter")
+        return Reply.chat(f"{cat.title()}s")
+
+    with OpenAIStandin(api_key="sk-test") as srv:
+        srv.responder = respond
+        ledger = Ledger()
+        llm = llm_mod.get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False,
+                              ledger=ledger, retry=0)
+        store = tmp_path / "labels.jsonl"
+        labels = label_concepts(cs, llm, store, LabelOptions(words_as="types", n_context=1), progress=False)
+        assert len(srv.posts("/chat/completions")) == 4
+        by_cat = {category_of(cs.concept(lab.concept_id).words): lab for lab in labels}
+        assert by_cat["animal"].label == "Animals" and by_cat["animal"].status == "ok"
+        assert by_cat["animal"].model == "standin-model" and by_cat["animal"].backend == "openai"
+        assert by_cat["city"].status == "refusal" and by_cat["city"].label is None
+        assert by_cat["verb"].status == "content_filter"
+        sent = srv.posts("/chat/completions")[0]["json"]["messages"]
+        assert sent[0]["role"] == "system" and "[[" in sent[1]["content"]
+        # rerun: nothing left to ask
+        again = llm_mod.get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False,
+                                ledger=ledger)
+        label_concepts(cs, again, store, progress=False)
+        assert len(srv.posts("/chat/completions")) == 4
+        rep = evaluate(cs, ConceptsConfig(k=4, out=str(tmp_path / "c")), labels=labels, judge=llm)
+        assert rep.judge.n_labels == 2 and rep.judge.n_acceptable == 2 and rep.judge.n_refused_labels == 2
+        assert len(srv.posts("/chat/completions")) == 6
+        assert "LLM ledger" in summary(cs, labels, rep, llm)
+        assert "sk-test" not in store.read_text()
+
+
+@pytest.mark.slow
+def test_labelling_through_in_process_smollm2(cs, tmp_path):
+    try:
+        from tl_concepts.models.embedded import smollm2_hf_dir
+
+        smollm2_hf_dir()
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        pytest.skip(f"embedded SmolLM2 unavailable: {e}")
+    llm = llm_mod.get_llm("in-process", cache=False, ledger=Ledger())
+    ids = cs.concept_ids()[:2]
+    labels = label_concepts(cs, llm, tmp_path / "labels.jsonl", LabelOptions(words_as="types", max_tokens=8),
+                            ids=ids, progress=False)
+    assert [lab.concept_id for lab in labels] == ids
+    for lab in labels:
+        assert lab.backend == "in-process" and lab.model and lab.raw is not None
+        assert lab.status in ("ok", "refusal", "unparseable")
+        assert (lab.label is not None) == (lab.status == "ok")
