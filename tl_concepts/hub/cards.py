@@ -120,17 +120,10 @@ def templates_dir() -> Path:
     env = os.environ.get("TL_CONCEPTS_CARDS")
     if env:
         return Path(env)
-    try:
-        from importlib.resources import files
-
-        p = Path(str(files("tl_concepts.cards")))
+    here = Path(__file__).resolve().parents[1]
+    for p in (here / "cards", here.parent / "cards"):  # installed wheel, then source checkout
         if (p / "_base.md.j2").is_file():
             return p
-    except (ModuleNotFoundError, TypeError):
-        pass
-    p = Path(__file__).resolve().parents[2] / "cards"
-    if (p / "_base.md.j2").is_file():
-        return p
     raise CardError("card templates not found: neither tl_concepts/cards (installed) nor cards/ (source checkout); "
                     "reinstall tl-concepts or set TL_CONCEPTS_CARDS to a folder of templates")
 
