@@ -26,6 +26,8 @@ import argparse
 import asyncio
 import json
 import math
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -84,20 +86,25 @@ def bench_standin(args: argparse.Namespace) -> dict:
                             limiter=Limiter(max_concurrency=args.concurrency))
         with tempfile.TemporaryDirectory() as d:
             cfg = ExplainConfig(out_dir=d, max_concurrency=args.concurrency, n_bootstrap=100, progress=False)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = run_explain(units, llm, cfg)
-            wall = time.perf_counter() - t0
+            wall, client_cpu = time.perf_counter() - t0, time.process_time() - c0
             ledger = [json.loads(x) for x in (Path(d) / "ledger.jsonl").read_text().splitlines()]
         stats = json.loads(urllib.request.urlopen(base_url.rsplit("/v1", 1)[0] + "/_standin/stats").read())
     finally:
         proc.terminate()
         proc.wait()
+    server_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = server_cpu.ru_utime + server_cpu.ru_stime
     n_http = int(stats.get("requests", 0))
     ideal = math.ceil(n_http / args.concurrency) * args.latency
     return {"units": args.units, "ok_units": sum(r["status"] == "ok" for r in res),
             "llm_calls": len(ledger), "http_requests": n_http, "server_stats": stats,
             "latency_s": args.latency, "concurrency_cap": args.concurrency,
-            "wall_s": round(wall, 2), "ideal_s": round(ideal, 2), "wall_over_ideal": round(wall / ideal, 3)}
+            "wall_s": round(wall, 2), "ideal_s": round(ideal, 2), "wall_over_ideal": round(wall / ideal, 3),
+            "client_cpu_s": round(client_cpu, 1), "server_cpu_s": round(server_cpu, 1),
+            "cpu_ms_per_request": round(1000 * (client_cpu + server_cpu) / max(n_http, 1), 1),
+            "load_avg_1m": round(os.getloadavg()[0], 1), "cpu_cores": os.cpu_count()}
 
 
 def _dist(values: list[float]) -> dict:
@@ -173,7 +180,8 @@ def main() -> None:
     s = sub.add_parser("standin")
     s.add_argument("--units", type=int, default=100)
     s.add_argument("--latency", type=float, default=0.2)
-    s.add_argument("--concurrency", type=int, default=16)
+    s.add_argument("--concurrency", type=int, default=8, help="cap on LLM requests in flight "
+                   "(ExplainConfig.max_concurrency default: 8)")
     s = sub.add_parser("smollm2")
     s.add_argument("--units", type=int, default=50)
     s.add_argument("--layer", type=int, default=5)

@@ -25,9 +25,11 @@ from tl_concepts.explain.prompts import (
 from tl_concepts.explain.runner import (
     ExplainConfig,
     arun_explain,
+    explain_model,
     explain_store,
     explain_unit,
     load_results,
+    parse_units,
     run_explain,
     summary_table,
 )
@@ -51,7 +53,7 @@ __all__ = [
     "ExplainConfig", "Explainer", "Explanation", "FuzzingScorer", "Interval", "JsonSimulator", "LLMExplainer",
     "LinearCalibration", "LookupTableSimulator", "PromptTemplate", "SIMULATE_TEMPLATE", "Simulation",
     "SimulationScores", "Simulator", "TokenLookupExplainer", "arun_explain", "auroc", "balanced_accuracy",
-    "best_of_n", "explain_store", "explain_unit", "explanation_messages", "load_results", "normalize_activations",
+    "best_of_n", "explain_model", "explain_store", "parse_units", "explain_unit", "explanation_messages", "load_results", "normalize_activations",
     "project", "records_for_direction", "records_from_array", "run_explain", "score", "simulation_prompt",
     "summary_table", "unit_records_from_model",
 ]

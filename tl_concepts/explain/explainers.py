@@ -26,6 +26,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
+
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
 from tl_concepts.llm.base import LLM, Failure
 from tl_concepts.explain.prompts import (
@@ -171,8 +173,6 @@ async def best_of_n(
         if e.ok:
             sims = await simulator.asimulate_many(e.text or "", [r.tokens for r in cal])
             if all(s.ok for s in sims):
-                import numpy as np
-
                 sc = correlation(np.concatenate([r.activations for r in cal]),
                                  np.concatenate([s.activations for s in sims]))
         info.append({"text": e.text, "calibration_correlation": None if math.isnan(sc) else sc,

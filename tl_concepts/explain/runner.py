@@ -248,16 +248,21 @@ async def explain_unit(
     explainer = LLMExplainer(explainer_llm, temperature=cfg.explain_temperature,
                              max_records=cfg.max_train_records, max_tokens=cfg.explain_max_tokens,
                              few_shot=FEW_SHOT if cfg.few_shot else ())
-    if cfg.n_explanations > 1:
-        expl = await best_of_n(explainer, simulator, unit, cfg.n_explanations)
-    else:
-        expl = (await explainer.aexplain(unit, 1))[0]
-    jobs = [_evaluate(expl, unit, simulator, sim_llm, cfg)]
     lookup = TokenLookupExplainer()
-    if cfg.baseline:
+
+    async def llm_part() -> dict[str, Any]:
+        if cfg.n_explanations > 1:
+            expl = await best_of_n(explainer, simulator, unit, cfg.n_explanations)
+        else:
+            expl = (await explainer.aexplain(unit, 1))[0]
+        return await _evaluate(expl, unit, simulator, sim_llm, cfg)
+
+    async def baseline_part() -> dict[str, Any]:
         base = (await lookup.aexplain(unit))[0]
-        jobs.append(_evaluate(base, unit, simulator, sim_llm, cfg))
-    evals = await asyncio.gather(*jobs)
+        return await _evaluate(base, unit, simulator, sim_llm, cfg)
+
+    # The baseline does not wait for the LLM explanation.
+    evals = await asyncio.gather(llm_part(), *([baseline_part()] if cfg.baseline else []))
     res["llm"] = evals[0]
     if cfg.baseline:
         res["baseline"] = evals[1]
@@ -390,6 +395,66 @@ def explain_store(
     """
     sources = [(unit_key(hook, u), (lambda u=u: store.unit_records(hook, int(u)))) for u in units]
     return run_explain(sources, explainer_llm, config, simulator_llm=simulator_llm)
+
+
+def explain_model(
+    model: Any,
+    texts: Sequence[str],
+    hook: str,
+    units: Sequence[int],
+    explainer_llm: LLM,
+    config: ExplainConfig,
+    *,
+    ctx_len: int = 64,
+    n_top: int = 30,
+    n_random: int = 30,
+    simulator_llm: LLM | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run_explain` on a live TransformerLens model, without writing a store.
+
+    Runs ``model`` over ``texts`` once (only ``hook`` kept), mines disjoint records per
+    unit (:func:`tl_concepts.explain.units.unit_records_from_model`) and explains them.
+    For large corpora capture a store first and use :func:`explain_store`.
+
+    Example:
+        >>> explain_model(model, texts, "blocks.5.mlp.hook_post", range(10), llm,
+        ...               ExplainConfig("runs/live"))                           # doctest: +SKIP
+    """
+    from tl_concepts.explain.units import unit_records_from_model
+
+    recs = unit_records_from_model(model, texts, hook, list(units), ctx_len=ctx_len, n_top=n_top,
+                                   n_random=n_random, seed=config.seed)
+    return run_explain(recs, explainer_llm, config, simulator_llm=simulator_llm)
+
+
+def parse_units(spec: str) -> list[int]:
+    """Unit indices from a CLI spec: ``"0:50"`` (half-open range), ``"3,7,9"``, or both
+    (``"0:10,42"``).
+
+    Example:
+        >>> parse_units("0:3,7")
+        [0, 1, 2, 7]
+    """
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if ":" in part:
+            a, b = part.split(":", 1)
+            try:
+                lo, hi = int(a or 0), int(b)
+            except ValueError:
+                raise ValueError(f"bad unit range {part!r}; write it as START:STOP, e.g. 0:50") from None
+            out.extend(range(lo, hi))
+        else:
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise ValueError(f"bad unit {part!r}; give indices like 0:50 or 3,7,9") from None
+    if not out:
+        raise ValueError(f"no units in {spec!r}; give indices like 0:50 or 3,7,9")
+    return out
 
 
 def load_results(out_dir: str | os.PathLike, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
