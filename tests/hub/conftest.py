@@ -20,8 +20,7 @@ for p in (ROOT, ROOT / "tests" / "explain", ROOT / "tests" / "concepts"):
 
 from tests.standins.hub_server import HubStandin  # noqa: E402
 
-TOKEN = "hf_standinALICEtoken0123456789"
-OTHER_TOKEN = "hf_standinMALLORYtoken987654321"
+from hub_data import OTHER_TOKEN, TOKEN  # noqa: E402
 CONSTANT_MODULES = ("huggingface_hub.constants", "datasets.config")
 
 

@@ -18,6 +18,10 @@ from tl_concepts.concepts.filters import FilterConfig  # noqa: E402
 from tl_concepts.concepts.model import ConceptLabel  # noqa: E402
 from tl_concepts.explain.runner import ExplainConfig, run_explain  # noqa: E402
 
+TOKEN = "hf_standinALICEtoken0123456789"
+"""Write token of the stand-in Hub's user ``alice``."""
+OTHER_TOKEN = "hf_standinMALLORYtoken987654321"
+"""Token of ``mallory``, who owns nothing the tests write to."""
 NON_ASCII = "días de la semana — ünïcode ✓"
 
 

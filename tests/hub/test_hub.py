@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OTHER_TOKEN, TOKEN
-from hub_data import DESCRIPTORS, NON_ASCII, PROBES, RANKINGS, concept_set, explain_results
+from hub_data import OTHER_TOKEN, TOKEN, DESCRIPTORS, NON_ASCII, PROBES, RANKINGS, concept_set, explain_results
 
 from tl_concepts.hub import (CardError, CardMeta, EmptyDatasetError, HubAuthError, HubError, HubPermissionError,
                              SchemaError, load, load_from_hub, publish, save_local, to_dataset)
