@@ -87,3 +87,28 @@ def test_concurrency_cap_bounds_requests_and_overlaps_units(tmp_path):
     n_calls = llm.calls["chat"] + llm.calls["distributions"]
     assert llm.max_in_flight == 4
     assert wall < 0.02 * n_calls / 4 * 3  # well below serial time (0.02 * n_calls)
+
+
+def test_parse_units():
+    from tl_concepts.explain.runner import parse_units
+
+    assert parse_units("0:3,7") == [0, 1, 2, 7]
+    assert parse_units(":2") == [0, 1]
+    with pytest.raises(ValueError, match="START:STOP"):
+        parse_units("a:b")
+    with pytest.raises(ValueError, match="no units"):
+        parse_units(" , ")
+
+
+def test_explain_live_model(tiny_bridge, tmp_path):
+    from tl_concepts.explain.runner import explain_model
+
+    texts = [f"the cat sat on mat number {i} and the dog ran home" for i in range(30)]
+    res = explain_model(tiny_bridge, texts, "blocks.0.mlp.hook_post", [0, 1], RuleLLM(["digits"]),
+                        _cfg(tmp_path, min_activating=1, detection=False, fuzzing=False),
+                        ctx_len=8, n_top=9, n_random=6)
+    assert [r["unit"] for r in res] == [0, 1]
+    assert all(r["status"] in ("ok", "too_few_activating") for r in res)
+    ok = [r for r in res if r["status"] == "ok"]
+    assert ok and all(r["llm"]["scores"]["all"]["n_tokens"] > 0 for r in ok)
+    assert all(r["splits"]["test_top"] == 3 and r["splits"]["test_random"] == 2 for r in ok)
