@@ -39,3 +39,13 @@ def test_discover_from_capture_store(tiny_bridge, tmp_path):
     assert back.concept_ids() == cs.concept_ids()
     mlp = from_store(store, "blocks.1.mlp.hook_post", agg="mean")
     assert mlp.dim == 128
+    # the CLI subcommand on the same store (no LLM): discovery + alignment summary
+    from tl_concepts.concepts.cli import main
+
+    assert main(["--store", str(tmp_path / "run"), "--layer", "1", "-k", "4", "--agg", "last", "--min-count", "2",
+                 "--max-per-type", "2", "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
+    assert (tmp_path / "cli" / "meta.json").exists() and (tmp_path / "cli" / "evaluation.json").exists()
+    with pytest.raises(ValueError, match="K=999"):
+        main(["--store", str(tmp_path / "run"), "--layer", "1", "-k", "999", "--no-progress",
+              "--out", str(tmp_path / "cli2")])
+
