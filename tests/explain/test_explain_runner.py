@@ -112,3 +112,11 @@ def test_explain_live_model(tiny_bridge, tmp_path):
     ok = [r for r in res if r["status"] == "ok"]
     assert ok and all(r["llm"]["scores"]["all"]["n_tokens"] > 0 for r in ok)
     assert all(r["splits"]["test_top"] == 3 and r["splits"]["test_random"] == 2 for r in ok)
+
+
+def test_overlapping_splits_are_refused(tmp_path):
+    u = planted_unit("weekday", seed=1)
+    u.test_random = u.test_random + [u.train_top[0]]
+    res = run_explain([u], RuleLLM(), _cfg(tmp_path))
+    assert res[0]["status"] == "overlapping_splits" and "train/test" in res[0]["message"]
+    assert "llm" not in res[0]

@@ -2,8 +2,9 @@
 
 For each unit (a :class:`UnitRecords`), :func:`arun_explain`:
 
-1. checks it has at least ``min_activating`` activating contexts (else writes status
-   ``too_few_activating``: reported, not dropped);
+1. checks that its train / calibration / test records share no context (else status
+   ``overlapping_splits``) and that it has at least ``min_activating`` activating
+   contexts (else status ``too_few_activating``): reported, not dropped;
 2. explains it from the train split with the LLM explainer (best-of-n on the calibration
    split when ``n_explanations > 1``) and with the token-lookup baseline;
 3. for each explanation: simulates the calibration split, fits the linear calibration,
@@ -48,7 +49,7 @@ from tl_concepts.explain.ledger import UnitMeter
 from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, SIMULATE_TEMPLATE
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.simulators import AllAtOnceSimulator, JsonSimulator, Simulator
-from tl_concepts.explain.units import n_activating
+from tl_concepts.explain.units import n_activating, split_overlaps
 
 UnitSource = Union[UnitRecords, tuple[str, Union[UnitRecords, Callable[[], UnitRecords]]]]
 
@@ -235,6 +236,12 @@ async def explain_unit(
                       "few_shot": cfg.few_shot},
         "explainer_model": getattr(explainer_llm, "model", ""), "simulator_model": getattr(sim_llm, "model", ""),
     }
+    overlaps = split_overlaps(unit)
+    if overlaps:
+        res["status"] = "overlapping_splits"
+        res["message"] = (f"splits share contexts ({', '.join(overlaps)}); scores would not be held out. "
+                          "Mine the records again with disjoint splits")
+        return res
     if res["n_activating"] < cfg.min_activating:
         res["status"] = "too_few_activating"
         res["message"] = (f"{res['n_activating']} activating contexts < min_activating={cfg.min_activating}; "

@@ -100,6 +100,30 @@ def records_from_array(
     )
 
 
+SPLIT_GROUPS = {"train": ("train_top", "train_random"), "calibration": ("calibration_top", "calibration_random"),
+                "test": ("test_top", "test_random")}
+
+
+def _context_key(r: ActivationRecord) -> tuple:
+    return ("row", r.start) if r.start >= 0 else ("tokens", r.doc, tuple(r.tokens))
+
+
+def split_overlaps(unit: UnitRecords) -> list[str]:
+    """Pairs of splits (train / calibration / test) that share a context; empty when disjoint.
+
+    A context is identified by its token-table row (``start``) when known, else by its
+    document and tokens.
+
+    Example:
+        >>> r = ActivationRecord(["a"], [1.0], start=7)
+        >>> split_overlaps(UnitRecords("h", 0, train_top=[r], test_random=[r]))
+        ['train/test']
+    """
+    keys = {g: {_context_key(r) for k in ks for r in getattr(unit, k)} for g, ks in SPLIT_GROUPS.items()}
+    names = list(keys)
+    return [f"{a}/{b}" for i, a in enumerate(names) for b in names[i + 1:] if keys[a] & keys[b]]
+
+
 def n_activating(unit: UnitRecords) -> int:
     """Number of distinct contexts among the unit's top records with a positive activation."""
     return sum(1 for r in unit.train_top + unit.calibration_top + unit.test_top if r.max_activation > 0)
