@@ -11,6 +11,7 @@ from tl_concepts.descriptors import (TEMPLATE, CorpusTooSmallError, build_vocabu
     ("- sports\n- football match\n", ["sports", "football match"]),
     ("1. politics\n2) elections", ["politics", "elections"]),
     ("finance, interest rates, banks", ["finance", "interest rates", "banks"]),
+    ('["heavy rain", "severe weather", "severe", "heavy rain", "alar', ["heavy rain", "severe weather", "severe"]),
 ])
 def test_parse_accepts_lists(answer, expected):
     p = TEMPLATE.parse(answer)

@@ -106,6 +106,8 @@ class DescriptorTemplate:
                 return ParsedDescriptors(got, "ok")
         if len(lines) == 1 and "," in lines[0]:
             parts = [p for p in lines[0].split(",") if p.strip()]
+            if lines[0].lstrip().startswith("[") and not lines[0].rstrip().endswith("]"):
+                parts = parts[:-1]  # a JSON list cut off by the token budget: its last item may be cut too
             if all(len(normalise(p).split()) <= self.max_words for p in parts):
                 got = self._clean(parts)
                 if got:

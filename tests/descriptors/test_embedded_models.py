@@ -1,0 +1,50 @@
+"""The descriptor stage on the embedded models: MiniLM sentence embeddings, SmolLM2 answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tl_concepts.descriptors import MiniLMEmbedder, build_vocabulary, generate_descriptors
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    try:
+        return MiniLMEmbedder()
+    except (FileNotFoundError, ModuleNotFoundError) as e:  # the embedded weights are not installed
+        pytest.skip(str(e))
+
+
+def test_minilm_embeddings_cluster_synonyms(embedder):
+    texts = ["stock market", "stock markets", "rainy weather", "heavy rain", "football"]
+    e = embedder(texts)
+    assert e.shape == (5, 384)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
+    sim = e @ e.T
+    assert sim[0, 1] > 0.8 and sim[0, 1] > sim[0, 2] + 0.3
+    assert sim[2, 3] > sim[2, 4]
+    v = build_vocabulary([["stock market"], ["stock markets"], ["stock market", "rainy weather"],
+                          ["football"]], embedder, distance_threshold=0.3)
+    assert v.cluster_of["stock market"] == v.cluster_of["stock markets"]
+    assert v.names[v.cluster_of["stock markets"]] == "stock market"
+    assert len({v.cluster_of[t] for t in ("stock market", "rainy weather", "football")}) == 3
+
+
+def test_in_process_smollm_answers_are_records():
+    from tl_concepts.llm import get_llm
+    from tl_concepts.llm.ledger import Ledger
+
+    try:
+        llm = get_llm("in-process", cache=False, ledger=Ledger())
+    except Exception as e:  # noqa: BLE001 - weights missing on this machine
+        pytest.skip(f"in-process backend unavailable: {e}")
+    recs = generate_descriptors({0: "Heavy rain flooded the streets of Sydney on Monday."}, llm, progress=False)
+    r = recs[0]
+    assert r.backend == "in-process" and r.template_version == "v1"
+    assert r.status in ("ok", "unparseable", "refusal")
+    if r.ok:
+        assert 1 <= len(r.descriptors) <= 6 and all(d == d.lower() and d.strip() for d in r.descriptors)
+    else:
+        assert r.descriptors == [] and r.raw is not None
