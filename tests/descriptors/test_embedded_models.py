@@ -48,3 +48,36 @@ def test_in_process_smollm_answers_are_records():
         assert 1 <= len(r.descriptors) <= 6 and all(d == d.lower() and d.strip() for d in r.descriptors)
     else:
         assert r.descriptors == [] and r.raw is not None
+
+
+def test_cli_descriptors_with_minilm(tiny_bridge, tmp_path, capsys, embedder, monkeypatch):
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from tests.standins.openai_server import OpenAIStandin, Reply
+    from tiny_models import TEXTS
+    from tl_concepts.capture import capture
+    from tl_concepts.descriptors.cli import main
+
+    store = capture(tiny_bridge, TEXTS, ["blocks.0.mlp.hook_post"], tmp_path / "run", context_tokens=32,
+                    progress=False)
+
+    def respond(request):
+        s = request["json"]["messages"][-1]["content"].lower()
+        return Reply.chat(json.dumps(["weather" if "sunny" in s or "rain" in s else "news report", "events"]))
+
+    with OpenAIStandin(api_key="sk-test") as srv:
+        srv.responder = respond
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("TL_CONCEPTS_LLM_CACHE", str(tmp_path / "llm-cache.sqlite"))
+        rc = main(["--store", str(store.path), "--hook", "blocks.0.mlp.hook_post", "--out", str(tmp_path / "d"),
+                   "--llm", "openai:standin-model", "--base-url", srv.base_url, "--top-k", "3",
+                   "--min-support", "1", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "vocabulary entries: 3" in out and "Jaccard" in out
+    assert (tmp_path / "d" / "mapping.parquet").exists()

@@ -90,3 +90,17 @@ def test_label_source_errors(store, tmp_path):
     with pytest.raises(ProbingInputError, match="no label"):
         run_probes(ProbeConfig(store=str(store.path), hook=HOOK, labels=_label_file(store, tmp_path / "l.tsv"),
                                min_size=10_000), progress=False)
+
+
+def test_cli_probe_and_rank(store, tmp_path, capsys):
+    from tl_concepts.probing.cli import main
+
+    src = _label_file(store, tmp_path / "labels.tsv")
+    assert main(["probe", "--store", str(store.path), "--hook", HOOK, "--labels", src, "--min-size", "5",
+                 "--c-grid", "1", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "selectivity" in text and (tmp_path / "o" / "probes.parquet").exists()
+    assert main(["rank", "--store", str(store.path), "--hook", HOOK, "--labels", src, "--min-size", "5",
+                 "--method", "probeless", "probe_weights", "--top-n", "3", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "probe_weights" in text and "top 5 neurons" in text
