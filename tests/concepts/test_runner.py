@@ -48,6 +48,19 @@ def test_too_few_after_filter(synth, tmp_path):
                           progress=False)
 
 
+def test_discover_layers_checks_widths(tmp_path):
+    from tl_concepts.concepts import discover_layers
+
+    cfg = ConceptsConfig(k=4, filters=FilterConfig(min_count=1, max_per_type=3), out=str(tmp_path))
+    a, b = make_input(n_per_type=3, dim=16), make_input(n_per_type=3, dim=16, seed=1)
+    b.layer = 4
+    got = discover_layers(cfg, [3, 4], {3: a, 4: b}, progress=False)
+    assert sorted(got) == [3, 4] and (tmp_path / "layer4" / "meta.json").exists() and got[4].k == 4
+    with pytest.raises(ConceptInputError, match="mismatched dimensions"):
+        discover_layers(cfg, [3, 4], {3: a, 4: make_input(n_per_type=3, dim=24)}, progress=False)
+    assert not (tmp_path / "layer5").exists()
+
+
 def test_nan_activations_are_refused(synth):
     x = synth.representations.copy()
     x[0, 0] = np.nan

@@ -15,7 +15,7 @@ from .inputs import ConceptInput, ConceptInputError, check_same_dim, from_store
 from .labelling import LabelOptions, LabelStore, label_concepts
 from .model import Concept, ConceptLabel, ConceptSet
 from .prompts import TEMPLATES
-from .runner import ConceptsConfig, EvaluationReport, discover_concepts, evaluate, label, summary
+from .runner import ConceptsConfig, EvaluationReport, discover_concepts, discover_layers, evaluate, label, summary
 from .tcn import read_tcn, write_tcn
 from .tree import ConceptTree
 from .ward import WardResult, agreement_with_exact, choose_mode, exact_memory_bytes, ward
@@ -25,7 +25,7 @@ __all__ = [
     "ConceptSet", "ConceptTree", "ConceptsConfig", "EvaluationReport", "FilterConfig", "FilterReport",
     "JudgeReport", "LabelOptions", "LabelStore", "TEMPLATES", "TooFewPointsError", "WardResult",
     "agreement_with_exact", "alignment", "alignment_reports", "apply_filters", "check_same_dim",
-    "choose_mode", "discover_concepts", "evaluate", "exact_memory_bytes", "from_store", "judge_labels",
+    "choose_mode", "discover_concepts", "discover_layers", "evaluate", "exact_memory_bytes", "from_store", "judge_labels",
     "label", "label_agreement", "label_concepts", "read_tcn", "sentences_dataset", "summary",
     "to_dataset", "ward", "write_tcn",
 ]

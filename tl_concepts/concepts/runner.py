@@ -128,6 +128,28 @@ def discover_concepts(cfg: ConceptsConfig, inp: ConceptInput | None = None, *, s
     return cs
 
 
+def discover_layers(cfg: ConceptsConfig, layers: Sequence[int], inputs: Mapping[int, ConceptInput] | None = None,
+                    *, progress: bool = True) -> dict[int, ConceptSet]:
+    """:func:`discover_concepts` for several layers (output ``<out>/layer{L}`` each).
+
+    All layers must have the same width (e.g. all ``hook_resid_post``); otherwise a
+    :class:`ConceptInputError` names the layers and widths before any clustering.
+    """
+    from dataclasses import replace
+
+    from .inputs import check_same_dim
+
+    ins = {int(L): (inputs[L] if inputs is not None and L in inputs
+                    else load_input(replace(cfg, layer=L, hook=None))) for L in layers}
+    check_same_dim({f"layer {L} ({inp.hook})": inp for L, inp in ins.items()})
+    base = Path(cfg.out) if cfg.out else None
+    out = {}
+    for L, inp in ins.items():
+        sub = replace(cfg, layer=L, hook=None, out=str(base / f"layer{L}") if base else None)
+        out[L] = discover_concepts(sub, inp, progress=progress)
+    return out
+
+
 def labels_path(cfg: ConceptsConfig, cs: ConceptSet) -> Path:
     """Where the labels of the configured template are kept."""
     return cfg.out_dir(cs.layer) / f"labels-{cfg.label.template}.jsonl"
