@@ -36,6 +36,12 @@ def test_discover_micro_reports_agreement(tmp_path):
     assert "ARI 1.000" in summary(cs)
 
 
+def test_default_k(synth, tmp_path):
+    cfg = ConceptsConfig(filters=FilterConfig(min_count=1, max_per_type=None), out=str(tmp_path))
+    cs = discover_concepts(cfg, synth, progress=False)
+    assert cs.k == 192 // 40 == len(cs.concepts())
+
+
 def test_k_larger_than_points(synth, tmp_path):
     cfg = ConceptsConfig(k=500, filters=FilterConfig(min_count=1, max_per_type=2), out=str(tmp_path))
     with pytest.raises(ValueError, match=r"K=500 .* only 32 word occurrences remain"):

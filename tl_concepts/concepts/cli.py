@@ -32,7 +32,8 @@ def add_concepts_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--layer", type=int, help="block index L (uses blocks.L.hook_resid_post)")
     g.add_argument("--hook", help="hook name to cluster")
-    p.add_argument("-k", "--k", type=int, default=100, help="number of concepts (default 100; paper: 600)")
+    p.add_argument("-k", "--k", type=int, default=None,
+                   help="number of concepts (default: one per ~40 clustered words, at most 600; paper: 600)")
     p.add_argument("--agg", choices=["mean", "first", "last"], default="mean", help="subword -> word aggregation")
     p.add_argument("--min-count", type=int, default=10, help="drop word types seen fewer times (default 10)")
     p.add_argument("--max-per-type", type=int, default=10, help="keep at most N occurrences per type (default 10; 0: all)")

@@ -44,9 +44,9 @@ class ConceptsConfig:
     """Hook name to cluster."""
     agg: str = "mean"
     """Sub-token aggregation into words: ``mean``, ``first`` or ``last``."""
-    k: int = 100
-    """Number of concepts (Mousi et al.: 600 on ~250k occurrences; ~1 per 10-20 types is a
-    sensible start for small corpora)."""
+    k: int | None = None
+    """Number of concepts; None picks :func:`default_k` (one concept per ~40 clustered
+    occurrences, at most Mousi et al.'s 600: K=200 for the Lee corpus at 10/10)."""
     filters: FilterConfig = field(default_factory=FilterConfig)
     """Word filters (min_count / max_per_type / max_count)."""
     mode: str = "auto"
@@ -79,6 +79,11 @@ class ConceptsConfig:
         return asdict(self)
 
 
+def default_k(n_points: int) -> int:
+    """K when none is given: ``min(600, max(2, n_points // 40))``."""
+    return int(min(600, max(2, n_points // 40)))
+
+
 def load_input(cfg: ConceptsConfig) -> ConceptInput:
     """Open ``cfg.store`` and read the word representations at the configured hook/layer."""
     if not cfg.store:
@@ -97,9 +102,13 @@ def discover_concepts(cfg: ConceptsConfig, inp: ConceptInput | None = None, *, s
     too few points after a named filter, NaN/inf representations, an empty slice.
     """
     inp = inp if inp is not None else load_input(cfg)
-    if cfg.k < 1:
+    if cfg.k is not None and cfg.k < 1:
         raise ValueError(f"k must be >= 1; got {cfg.k}")
     rows, report = apply_filters(inp.column("text"), cfg.filters, min_points=2)
+    if cfg.k is None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, k=default_k(len(rows)))
     if cfg.k > len(rows):
         raise ValueError(
             f"K={cfg.k} concepts asked for but only {len(rows)} word occurrences remain after filtering "
