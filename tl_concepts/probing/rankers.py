@@ -88,8 +88,7 @@ def _ranking(method: str, data: LabelledData, overall: np.ndarray, per: dict[str
 
 def class_means(data: LabelledData) -> np.ndarray:
     """[n_classes, d] mean activation per class (float64)."""
-    sums = np.zeros((data.n_classes, data.dim), np.float64)
-    np.add.at(sums, data.y, data.x)
+    sums = np.stack([data.x[data.y == c].sum(axis=0, dtype=np.float64) for c in range(data.n_classes)])
     return sums / np.bincount(data.y, minlength=data.n_classes)[:, None]
 
 
