@@ -80,6 +80,11 @@ class ChatResult:
     """Completion tokens billed / counted."""
     cached: bool = False
     """True when answered from the disk cache (no request made)."""
+    requests: int = 0
+    """Requests (HTTP requests or forward passes) made for this answer, retries included;
+    0 when cached."""
+    retries: int = 0
+    """How many of those requests were retries."""
 
     @property
     def ok(self) -> bool:
@@ -102,6 +107,15 @@ class Distributions:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    requests: int = 0
+    """Requests (HTTP requests or forward passes) made, retries included; 0 when cached."""
+    retries: int = 0
+    """How many of those requests were retries."""
+    absent: list[list[str]] | None = None
+    """Per position, the candidates the endpoint did not report (not among its top-k
+    logprobs, or not a single token of its vocabulary): their probability is given as 0.0,
+    the true value being below the smallest reported one. None or empty lists when every
+    candidate was reported (always, for ``logits``)."""
 
     @property
     def ok(self) -> bool:
@@ -124,11 +138,46 @@ class Distributions:
         return out
 
 
+class LLMFatalError(RuntimeError):
+    """A configuration error that no retry can fix; it stops the job.
+
+    Raised (not returned as a :class:`Failure`) for a wrong key (``kind="auth"``), an
+    unknown model (``"unknown_model"``), a rejected request (``"bad_request"``), an
+    unreachable server (``"unreachable"``) and a bad setup (``"config"``). The message
+    says what to fix and never contains the API key.
+    """
+
+    def __init__(self, message: str, kind: str = "config") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class PositionError(ValueError):
+    """A requested position does not fall on a token boundary of the prompt (or has no
+    distribution, like position 0 without a BOS token). The message says where it fell."""
+
+
 class LLM(abc.ABC):
     """Base class of every backend. Subclasses implement the two async methods."""
 
     name: str = "llm"
     model: str = ""
+    context_length: int | None = None
+    """The model's context window in tokens, when known (prompts over it are refused)."""
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Everything about this backend that determines its answers (for cache keys).
+
+        Never contains secrets. Backends extend it (base URL, weights fingerprint, ...).
+        """
+        return {"backend": self.name, "model": self.model}
+
+    def count_tokens(self, text: str) -> int:
+        """Token count of ``text`` (exact where a tokenizer is known, else about chars/4)."""
+        return max(1, -(-len(text) // 4)) if text else 0
+
+    async def aclose(self) -> None:
+        """Release clients, threads or models held by the backend."""
 
     @abc.abstractmethod
     async def achat(
@@ -155,18 +204,86 @@ class LLM(abc.ABC):
 
     def chat(self, messages: Sequence[Message], **kw: Any) -> ChatResult:
         """Sync wrapper around :meth:`achat`."""
-        return _run(self.achat(messages, **kw))
+        _no_running_loop()  # checked before any coroutine is made
+        return _run(self._then_close(self.achat(messages, **kw)))
 
     def next_token_distributions(
         self, prompt: str, positions: Sequence[int], candidates: Sequence[str], **kw: Any
     ) -> Distributions:
         """Sync wrapper around :meth:`anext_token_distributions`."""
-        return _run(self.anext_token_distributions(prompt, positions, candidates, **kw))
+        _no_running_loop()
+        return _run(self._then_close(
+            self.anext_token_distributions(prompt, positions, candidates, **kw)))
+
+    async def _then_close(self, coro: Any) -> Any:
+        # A sync call runs on an event loop of its own: release what was opened on it.
+        try:
+            return await coro
+        finally:
+            await self.aclose()
+
+    def close(self) -> None:
+        """Sync wrapper around :meth:`aclose`."""
+        _run(self.aclose())
 
 
-def _run(coro: Any) -> Any:
+class LLMWrapper(LLM):
+    """An :class:`LLM` around another one (cache, ledger, ...); forwards everything else."""
+
+    def __init__(self, inner: LLM) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.inner.name
+
+    @property
+    def model(self) -> str:  # type: ignore[override]
+        return self.inner.model
+
+    @property
+    def context_length(self) -> int | None:  # type: ignore[override]
+        return self.inner.context_length
+
+    @property
+    def backend(self) -> LLM:
+        """The innermost backend."""
+        inner = self.inner
+        while isinstance(inner, LLMWrapper):
+            inner = inner.inner
+        return inner
+
+    def cache_identity(self) -> dict[str, Any]:
+        return self.inner.cache_identity()
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, item: str) -> Any:
+        if item == "inner":  # not set yet (during unpickling, say)
+            raise AttributeError(item)
+        return getattr(self.inner, item)
+
+    async def achat(self, messages: Sequence[Message], **kw: Any) -> ChatResult:
+        return await self.inner.achat(messages, **kw)
+
+    async def anext_token_distributions(
+        self, prompt: str, positions: Sequence[int], candidates: Sequence[str], **kw: Any
+    ) -> Distributions:
+        return await self.inner.anext_token_distributions(prompt, positions, candidates, **kw)
+
+
+def _no_running_loop() -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return
     raise RuntimeError("called a sync LLM method inside a running event loop; await the a* method")
+
+
+def _run(coro: Any) -> Any:
+    _no_running_loop()
+    return asyncio.run(coro)

@@ -1,0 +1,198 @@
+"""In-process backend: exact distributions from logits (checked against plain forward
+passes), batching, positions, context limits, chat; on tiny random causal LMs built
+from configs and on the embedded SmolLM2."""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+import torch
+
+from tests.llm.tiny_models import make_tiny_model, make_tiny_tokenizer
+from tl_concepts.llm import InProcessBackend, Message, PositionError
+
+PROMPT = "Activations:\ncat\t3\ndog\t5\nthe park\t7\n"
+CANDS = ["3", "5", "7", "10", " the cat"]
+
+
+def reference(model, tok, prompt, p, cand):
+    """P(cand's tokens follow prompt[:p]) by plain unbatched forward passes."""
+    enc = tok(prompt, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    ends = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e == p and e > s]
+    idx = ends[-1] if ends else len(ids) - 1
+    c = tok(cand, add_special_tokens=False)["input_ids"]
+    seq = ids[: idx + 1] + c[:-1]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([seq])).logits[0].float(), -1)
+    total = 0.0
+    for t, tid in enumerate(c):
+        total += float(logp[idx + t, tid])
+    return math.exp(total)
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def tiny(request, tiny_tok):
+    model = make_tiny_model(tiny_tok, request.param)
+    return InProcessBackend(model=model, tokenizer=tiny_tok, model_id=f"tiny-{request.param}",
+                            batch_window_s=0.01), model
+
+
+def test_distributions_are_exact(tiny, tiny_tok):
+    backend, model = tiny
+    positions = backend.token_boundaries(PROMPT)[2:]
+    assert any(len(tiny_tok(c, add_special_tokens=False)["input_ids"]) > 1 for c in CANDS)
+    d = backend.next_token_distributions(PROMPT, positions, CANDS)
+    assert d.ok and d.method == "logits" and d.requests == 1
+    assert d.prompt_tokens == len(tiny_tok(PROMPT)["input_ids"])
+    for p, row in zip(positions, d.probs):
+        for c in CANDS:
+            assert row[c] == pytest.approx(reference(model, tiny_tok, PROMPT, p, c),
+                                           rel=1e-4, abs=1e-7)
+
+
+def test_batched_equals_one_at_a_time_and_uses_fewer_passes(tiny):
+    backend, _ = tiny
+    prompts = [PROMPT * k + f"row {k}\t" for k in range(1, 7)]
+    pos = [[len(p), len(p) - 1 - len(f"{k + 1}\t")] for k, p in enumerate(prompts)]
+    pos = [[q for q in ps if q in backend.token_boundaries(p)] for p, ps in zip(prompts, pos)]
+
+    async def one_by_one():
+        return [await backend.anext_token_distributions(p, q, CANDS)
+                for p, q in zip(prompts, pos)]
+
+    async def together():
+        return await asyncio.gather(*(backend.anext_token_distributions(p, q, CANDS)
+                                      for p, q in zip(prompts, pos)))
+
+    n0 = backend.forward_passes
+    seq = asyncio.run(one_by_one())
+    n1 = backend.forward_passes
+    bat = asyncio.run(together())
+    n2 = backend.forward_passes
+    assert n1 - n0 == len(prompts) and n2 - n1 == 1
+    for a, b in zip(seq, bat):
+        for ra, rb in zip(a.probs, b.probs):
+            assert ra == pytest.approx(rb, rel=1e-4, abs=1e-7)
+
+
+def test_multi_token_candidates_without_packed_masks(tiny, tiny_tok):
+    backend, model = tiny
+    packed = backend.next_token_distributions(PROMPT, [len(PROMPT)], CANDS)
+    assert backend._packed_ok is True  # the custom-mask pass was verified
+    backend._packed_ok = False  # as for a model that refuses 4D masks
+    plain = backend.next_token_distributions(PROMPT, [len(PROMPT)], CANDS)
+    assert plain.probs[0] == pytest.approx(packed.probs[0], rel=1e-4, abs=1e-7)
+
+
+def test_positions(tiny_tok):
+    model = make_tiny_model(tiny_tok)
+    b = InProcessBackend(model=model, tokenizer=tiny_tok)
+    bounds = b.token_boundaries(PROMPT)
+    assert bounds[-1] == len(PROMPT) and 0 not in bounds
+    enc = tiny_tok(PROMPT, return_offsets_mapping=True)
+    inside = next(s + 1 for s, e in enc["offset_mapping"] if e - s > 1)
+    with pytest.raises(PositionError, match="inside the token"):
+        b.next_token_distributions(PROMPT, [inside], CANDS)
+    with pytest.raises(PositionError, match="no BOS"):
+        b.next_token_distributions(PROMPT, [0], CANDS)
+    # with a tokenizer that adds BOS, position 0 is the distribution of the first token
+    tok_bos = make_tiny_tokenizer(bos=True)
+    bb = InProcessBackend(model=make_tiny_model(tok_bos), tokenizer=tok_bos)
+    d = bb.next_token_distributions(PROMPT, [0], ["A"])
+    with torch.no_grad():
+        logits = bb.hf_model(torch.tensor([[tok_bos.bos_token_id]])).logits[0, -1]
+    a_id = tok_bos("A", add_special_tokens=False)["input_ids"][0]
+    assert d.probs[0]["A"] == pytest.approx(float(torch.softmax(logits, -1)[a_id]), rel=1e-4)
+
+
+def test_context_overflow_is_refused_with_numbers(tiny_tok):
+    b = InProcessBackend(model=make_tiny_model(tiny_tok, max_positions=64), tokenizer=tiny_tok)
+    long = "the cat sat on the mat " * 40
+    d = b.next_token_distributions(long, [len(long)], ["a"])
+    assert d.failure.kind == "context_overflow" and "> context length 64" in d.failure.message
+    r = b.chat([Message("user", "hello")], max_tokens=60)
+    assert r.failure.kind == "context_overflow" and "max_tokens 60" in r.failure.message
+    assert b.forward_passes == 0
+
+
+def test_chat_batches_and_matches_single_generation(tiny_tok):
+    model = make_tiny_model(tiny_tok)
+    b = InProcessBackend(model=model, tokenizer=tiny_tok, batch_window_s=0.01)
+    asks = [[Message("user", w)] for w in ("the cat", "a dog ran in the park", "numbers 1 2")]
+
+    async def together():
+        return await asyncio.gather(*(b.achat(m, max_tokens=6) for m in asks))
+
+    singles = [b.chat(m, max_tokens=6) for m in asks]
+    n = b.forward_passes
+    batched = asyncio.run(together())
+    assert b.forward_passes - n == 1
+    for s, t in zip(singles, batched):
+        assert (s.text, s.completion_tokens, s.failure) == (t.text, t.completion_tokens,
+                                                            t.failure)
+        assert 1 <= s.completion_tokens <= 6 and s.requests == 1
+    sampled = b.chat(asks[0], max_tokens=4, temperature=1.0)
+    assert sampled.requests == 1 and sampled.completion_tokens <= 4
+    # a random model's answer is no JSON: a failure with the raw text, never a placeholder
+    r = b.chat(asks[0], max_tokens=6, json_output=True)
+    assert r.text is None and r.failure.kind == "unparseable"
+
+
+def test_cache_identity_tracks_the_weights(tiny_tok):
+    m1, m2 = make_tiny_model(tiny_tok, seed=0), make_tiny_model(tiny_tok, seed=1)
+    id1 = InProcessBackend(model=m1, tokenizer=tiny_tok).cache_identity()
+    id1b = InProcessBackend(model=make_tiny_model(tiny_tok, seed=0),
+                            tokenizer=tiny_tok).cache_identity()
+    id2 = InProcessBackend(model=m2, tokenizer=tiny_tok).cache_identity()
+    assert id1 == id1b and id1["weights"] != id2["weights"]
+
+
+def test_local_folder_backend(tiny_tok, tmp_path):
+    model = make_tiny_model(tiny_tok)
+    model.save_pretrained(tmp_path / "tiny")
+    tiny_tok.save_pretrained(tmp_path / "tiny")
+    b = InProcessBackend(tmp_path / "tiny")
+    ident = b.cache_identity()  # computed without loading the model
+    assert b._model_obj is None and ident["model"] == "tiny"
+    d = b.next_token_distributions(PROMPT, [len(PROMPT)], ["3", "5"])
+    assert d.probs[0]["3"] == pytest.approx(reference(model, tiny_tok, PROMPT, len(PROMPT),
+                                                      "3"), rel=1e-4)
+
+
+# ------------------------------------------------------------------ embedded SmolLM2
+
+
+@pytest.mark.slow
+def test_smollm2_chat_and_json(smollm2):
+    r = smollm2.chat([Message("user", "What is the capital of France? One word.")],
+                     max_tokens=12)
+    assert r.ok and "paris" in r.text.lower()
+    assert r.backend == "in-process" and r.model == "SmolLM2-135M-Instruct"
+    assert r.prompt_tokens > 10 and 1 <= r.completion_tokens <= 12
+    r = smollm2.chat([Message("user", "Give a JSON object with key name for Bob.")],
+                     max_tokens=40, json_output=True)
+    assert r.ok and isinstance(json.loads(r.text), dict)
+
+
+@pytest.mark.slow
+def test_smollm2_distributions(smollm2):
+    tok = smollm2.tokenizer
+    assert tok("cat")["input_ids"][0] != tok.bos_token_id  # no BOS is prepended
+    prompt = "Rate each word from 0 to 10.\ncat\t7\ndog\t"
+    cands = [str(i) for i in range(11)]
+    d = smollm2.next_token_distributions(prompt, [len(prompt), prompt.index("7")], cands)
+    assert d.ok and d.method == "logits" and d.absent == [[], []]
+    for row in d.probs:
+        assert 0.0 < sum(row.values()) <= 1.0 + 1e-6
+        assert row["10"] <= row["1"]  # "10" is "1" then "0" for this tokenizer
+    ev = d.expected_values()
+    assert all(0.0 <= v <= 10.0 for v in ev)
+    ref = reference(smollm2.hf_model, tok, prompt, len(prompt), "10")
+    assert d.probs[0]["10"] == pytest.approx(ref, rel=1e-3)
+    with pytest.raises(PositionError):
+        smollm2.next_token_distributions(prompt, [0], cands)
+    over = smollm2.next_token_distributions("word " * 9000, [10], cands)
+    assert over.failure.kind == "context_overflow" and "8192" in over.failure.message

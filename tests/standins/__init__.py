@@ -1,0 +1,1 @@
+"""Loopback stand-ins for external services, shared by the test folders."""
