@@ -2,6 +2,10 @@
 
 Example:
     tl-concepts capture --model minilm --corpus lee --hooks blocks.3.mlp.hook_post --out runs/x
+    tl-concepts concepts --store runs/x --layer 3 -k 200 --label
+    tl-concepts probe --store runs/x --hook blocks.3.hook_resid_post --labels pos
+    tl-concepts rank --store runs/x --hook blocks.3.mlp.hook_post --labels pos --method probeless
+    tl-concepts descriptors --store runs/x --hook blocks.3.mlp.hook_post --out runs/x/descriptors
 """
 from __future__ import annotations
 
@@ -72,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tl-concepts", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_capture(sub)
+    from tl_concepts.concepts.cli import add_concepts_parser
+    from tl_concepts.descriptors.cli import add_descriptors_parser
+    from tl_concepts.probing.cli import add_probe_parser, add_rank_parser
+
+    add_concepts_parser(sub)
+    add_probe_parser(sub)
+    add_rank_parser(sub)
+    add_descriptors_parser(sub)
     return parser
 
 
