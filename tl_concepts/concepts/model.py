@@ -204,6 +204,7 @@ class ConceptSet:
         fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, d / "tree.npz")
         return d
 
@@ -231,12 +232,19 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file and ``os.replace``."""
+    """Write ``text`` to ``path`` via a temp file and ``os.replace`` (normal file mode)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

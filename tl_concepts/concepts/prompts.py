@@ -63,8 +63,11 @@ def _first_line(text: str) -> str:
 
 
 def _clean(s: str) -> str:
-    s = re.sub(r"^(label|concept|answer|n-?gram|tag)\s*[:\-]\s*", "", s.strip(), flags=re.I)
-    s = s.strip().strip("*`\"'“”‘’ ").rstrip(".").strip()
+    s = re.sub(r"^(label|concept|answer|n-?gram|tag|words?)\s*[:\-]\s*", "", s.strip(), flags=re.I)
+    prev = None
+    while prev != s:
+        prev = s
+        s = s.strip().strip("*`\"'“”‘’ ").rstrip(".").strip()
     return s
 
 
