@@ -351,11 +351,10 @@ class OpenAIStandin:
                 all_tokens.append(t)
                 offsets.append(pos)
                 pos += len(t)
-            n_prompt = len(toks)
             tops: list[dict[str, float] | None] = []
             tlps: list[float | None] = []
+            full = prompt + "".join(gen)
             for i, tok in enumerate(all_tokens):
-                full = (prompt + "".join(gen))
                 if align == "shifted" and echo:
                     prefix = full[: offsets[i] + len(tok)]   # distribution of token i+1
                 else:
@@ -368,7 +367,6 @@ class OpenAIStandin:
             if echo and all_tokens:
                 tops[0] = None
                 tlps[0] = None
-            del n_prompt
             logprobs = {"tokens": all_tokens, "text_offset": offsets, "token_logprobs": tlps,
                         "top_logprobs": tops}
         out = {
