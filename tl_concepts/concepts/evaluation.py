@@ -213,14 +213,16 @@ async def ajudge_labels(cs: ConceptSet, labels: Sequence[ConceptLabel], judge: L
         c = cs.concept(lab.concept_id)
         ctx = cs.contexts(c, n_context) if n_context else []
         res = await judge.achat(render_judge(c.words, lab.label or "", ctx), temperature=0.0,
-                                max_tokens=40, json_output=True, stage="concepts.judge")
-        if not res.ok:
+                                max_tokens=48, json_output=True, stage="concepts.judge")
+        text = res.text if res.ok else (res.failure.raw if res.failure and res.failure.kind == "unparseable" else None)
+        if text is None:
             return Judgement(lab.concept_id, lab.label or "", None, None, None, res.model,
                              res.failure.kind if res.failure else "error")
-        verdict = parse_judge(res.text or "")
+        # the layer's JSON check failed: the raw answer may still say yes/no in words
+        verdict = parse_judge(text)
         if verdict is None:
-            return Judgement(lab.concept_id, lab.label or "", None, None, res.text, res.model, "unparseable")
-        return Judgement(lab.concept_id, lab.label or "", verdict[0], verdict[1], res.text, res.model)
+            return Judgement(lab.concept_id, lab.label or "", None, None, text, res.model, "unparseable")
+        return Judgement(lab.concept_id, lab.label or "", verdict[0], verdict[1], text, res.model)
 
     js: list[Judgement] = []
     for s in range(0, len(usable), batch_size):
