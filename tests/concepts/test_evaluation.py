@@ -77,3 +77,16 @@ def test_label_agreement():
     assert r.kappa == pytest.approx((0.75 - 7 / 16) / (1 - 7 / 16))
     g = label_agreement([ConceptLabel(1, "Big cats", "ok", "t", "v1")], [ConceptLabel(1, "cats, big", "ok", "t", "v1")])
     assert g.n_exact == 0 and g.mean_jaccard == 1.0
+
+
+def test_judge_reads_raw_text_of_failed_json_check(synth, tmp_path):
+    from tl_concepts.llm.base import Failure
+
+    cfg = ConceptsConfig(k=2, filters=FilterConfig(min_count=1, max_per_type=2), out=str(tmp_path))
+    cs = discover_concepts(cfg, synth, progress=False)
+    labels = [ConceptLabel(i, "things", "ok", "label-general", "v1") for i in cs.concept_ids()]
+    answers = iter([Failure("unparseable", "not JSON", raw="acceptable: yes; precise: no"),
+                    Failure("retries_exhausted", "503")])
+    rep = judge_labels(cs, labels, FakeLLM(lambda m: next(answers)), batch_size=1)
+    assert (rep.n_judged, rep.n_acceptable, rep.n_precise, rep.n_failed) == (1, 1, 0, 1)
+    assert rep.judgements[1].failure == "retries_exhausted"
