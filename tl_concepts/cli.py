@@ -72,9 +72,40 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the main job: every stage on the embedded defaults",
+                       description="capture -> concepts -> labels -> explanations -> scores -> probes -> "
+                                   "datasets with cards -> HTML report (-> the Hub). Offline by default; "
+                                   "rerun to resume.")
+    p.add_argument("--out", default="runs/main", help="run folder (default runs/main)")
+    p.add_argument("--model", default="minilm", help="model to interpret (default minilm)")
+    p.add_argument("--corpus", default="lee", help="corpus (default lee)")
+    p.add_argument("--max-docs", type=int, default=100, help="documents used (default 100)")
+    p.add_argument("--layer", type=int, default=3, help="block to interpret (default 3)")
+    p.add_argument("-k", "--k", type=int, default=40, help="concepts (default 40)")
+    p.add_argument("--units", type=int, default=6, help="MLP neurons to explain (default 6)")
+    p.add_argument("--llm", default=None, help="LLM spec (default: $TL_CONCEPTS_LLM or in-process SmolLM2)")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --llm openai:MODEL")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO",
+                   help="publish the datasets to <REPO>-<kind> (token: $HF_TOKEN or the stored login)")
+    p.add_argument("--private", action="store_true", help="create the Hub repos private")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tl_concepts.pipeline import RunConfig, run
+
+    run(RunConfig(out=args.out, model=args.model, corpus=args.corpus, max_docs=args.max_docs,
+                  layer=args.layer, k=args.k, n_units=args.units, llm=args.llm, base_url=args.base_url,
+                  push_to_hub=args.push_to_hub, private=args.private, progress=not args.no_progress))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tl-concepts", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
     _add_capture(sub)
     from tl_concepts.concepts.cli import add_concepts_parser
     from tl_concepts.descriptors.cli import add_descriptors_parser

@@ -1,0 +1,180 @@
+"""The main job: every stage on one model and corpus, into one run folder.
+
+capture -> concepts (Ward) -> LLM labels -> explanations + scores -> probes and rankings
+-> dataset folders with cards -> HTML report (-> the Hub with ``push_to_hub``).
+
+Each stage writes its own files under ``out`` and is resumable on its own, so rerunning
+an interrupted job continues where it stopped and a finished job makes no LLM request.
+
+Example:
+    >>> from tl_concepts.pipeline import RunConfig, run
+    >>> result = run(RunConfig(out="runs/main"))          # doctest: +SKIP
+    >>> result["report"]                                  # doctest: +SKIP
+    'runs/main/report/index.html'
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tl_concepts.capture.safetensors_io import write_json
+
+
+@dataclass
+class RunConfig:
+    """Settings of the main job (the defaults run offline in a few minutes on 2 CPU cores)."""
+
+    out: str = "runs/main"
+    """Run folder: ``store/``, ``concepts/``, ``explain/``, ``probing/``, ``datasets/``, ``report/``."""
+    model: str = "minilm"
+    """Model whose insides are interpreted (``minilm``, ``smollm2-135m`` or a HF name/folder)."""
+    corpus: str = "lee"
+    """Corpus spec (see :func:`tl_concepts.corpus.load_corpus`)."""
+    max_docs: int | None = 100
+    """Documents of the corpus used (None: all)."""
+    layer: int = 3
+    """Block whose MLP neurons are explained and whose residual stream is clustered."""
+    k: int | None = 40
+    """Concepts (None: one per ~40 clustered words)."""
+    min_count: int = 5
+    """Concept filter: minimum occurrences of a word type."""
+    n_units: int = 6
+    """MLP neurons explained (the first ``n_units`` with enough activating contexts)."""
+    llm: str | None = None
+    """LLM spec for labels, explanations and simulation (None: ``$TL_CONCEPTS_LLM`` or the
+    embedded SmolLM2-135M-Instruct in process)."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint for ``llm="openai:MODEL"``."""
+    push_to_hub: str | None = None
+    """Hub repo prefix: datasets go to ``<prefix>-<kind>`` (None: local only)."""
+    private: bool = False
+    """Create the Hub repos private."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+def _stage(name: str, log: list[dict[str, Any]], fn: Callable[[], Any], progress: bool) -> Any:
+    t0 = time.time()
+    if progress:
+        print(f"[tl-concepts] {name} ...", flush=True)
+    result = fn()
+    log.append({"stage": name, "seconds": round(time.time() - t0, 2)})
+    if progress:
+        print(f"[tl-concepts] {name} done in {time.time() - t0:.1f} s", flush=True)
+    return result
+
+
+def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
+    """Run every stage; returns paths and headline figures (also saved as ``run.json``)."""
+    from tl_concepts import models
+    from tl_concepts.capture import capture
+    from tl_concepts.concepts import ConceptsConfig, discover_concepts, evaluate, label
+    from tl_concepts.concepts.filters import FilterConfig
+    from tl_concepts.corpus import load_corpus
+    from tl_concepts.explain.runner import ExplainConfig, explain_store, summary_table
+    from tl_concepts.hub.cards import meta_from_manifest
+    from tl_concepts.hub.push import publish, save_local
+    from tl_concepts.llm import get_llm
+    from tl_concepts.probing.runner import ProbeConfig, RankConfig, run_probes, run_rankings
+    from tl_concepts.report import build_report
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages: list[dict[str, Any]] = []
+    mlp_hook = f"blocks.{cfg.layer}.mlp.hook_post"
+    resid_hook = f"blocks.{cfg.layer}.hook_resid_post"
+    llm_kw = {"base_url": cfg.base_url} if cfg.base_url else {}
+    llm = get_llm(cfg.llm, cache=out / "llm-cache.sqlite", **llm_kw)
+
+    def do_capture():
+        corpus = load_corpus(cfg.corpus, max_docs=cfg.max_docs)
+        model = models.load(cfg.model)
+        return capture(model, corpus, [mlp_hook, resid_hook], out / "store", model_name=cfg.model,
+                       progress=cfg.progress)
+
+    store = _stage("capture", stages, do_capture, cfg.progress)
+
+    ccfg = ConceptsConfig(store=str(store.path), hook=resid_hook, k=cfg.k, out=str(out / "concepts"),
+                          filters=FilterConfig(min_count=cfg.min_count))
+    concept_set = _stage("concepts", stages, lambda: discover_concepts(ccfg), cfg.progress)
+    labels = _stage("labels", stages, lambda: label(concept_set, ccfg, llm, progress=cfg.progress), cfg.progress)
+    evaluation = _stage("concept evaluation", stages, lambda: evaluate(concept_set, ccfg, labels=labels),
+                        cfg.progress)
+
+    def do_explain():
+        # the first units with activating contexts; units with too few are reported by the runner
+        ecfg = ExplainConfig(out_dir=str(out / "explain"), few_shot=False, n_bootstrap=200,
+                             progress=cfg.progress)
+        return explain_store(store, mlp_hook, list(range(cfg.n_units)), llm, ecfg)
+
+    explanations = _stage("explanations", stages, do_explain, cfg.progress)
+
+    probes = _stage("probes", stages, lambda: run_probes(
+        ProbeConfig(store=str(store.path), hook=resid_hook, labels="pos", max_labels=8,
+                    out=str(out / "probing")), progress=cfg.progress), cfg.progress)
+    rankings = _stage("rankings", stages, lambda: run_rankings(
+        RankConfig(store=str(store.path), hook=mlp_hook, labels="pos", max_labels=8,
+                   out=str(out / "probing")), progress=cfg.progress), cfg.progress)
+
+    ledger = llm.ledger.to_dict()
+    base_meta = dict(llm={"spec": cfg.llm or "in-process", "model": getattr(llm, "model", "")},
+                     ledger=ledger)
+    datasets = {
+        "concepts": (concept_set, "Latent concepts"),
+        "explanations": (str(out / "explain"), "Neuron explanations"),
+        "probes": (probes, "Concept probes"),
+        "rankings": (rankings.rankings if hasattr(rankings, "rankings") else rankings, "Neuron rankings"),
+    }
+
+    def do_save():
+        paths = {}
+        for kind, (data, title) in datasets.items():
+            meta = meta_from_manifest(store.manifest, pretty_name=f"{title} ({cfg.model}, {cfg.corpus})",
+                                      **base_meta)
+            paths[kind] = str(save_local(kind, data, meta, out / "datasets" / kind))
+        return paths
+
+    dataset_paths = _stage("datasets", stages, do_save, cfg.progress)
+    report = _stage("report", stages, lambda: build_report(
+        out / "report", explanations=str(out / "explain"), concepts=concept_set,
+        meta={"model": cfg.model, "corpus": f"{cfg.corpus} ({store.manifest['corpus']['n_docs']} docs)",
+              "layer": cfg.layer, "LLM": cfg.llm or "in-process SmolLM2-135M-Instruct"}), cfg.progress)
+
+    published = {}
+    if cfg.push_to_hub:
+        def do_push():
+            res = {}
+            for kind, (data, title) in datasets.items():
+                meta = meta_from_manifest(store.manifest, pretty_name=f"{title} ({cfg.model}, {cfg.corpus})",
+                                          **base_meta)
+                r = publish(kind, data, meta, f"{cfg.push_to_hub}-{kind}", private=cfg.private, token=token)
+                res[kind] = getattr(r, "url", None) or f"{cfg.push_to_hub}-{kind}"
+            return res
+        published = _stage("push to hub", stages, do_push, cfg.progress)
+
+    ok = [r for r in explanations if r.get("status") == "ok"]
+    result = {
+        "config": asdict(cfg),
+        "store": str(store.path),
+        "tokens": store.n_tokens,
+        "concepts": concept_set.k,
+        "labels_ok": sum(1 for lb in labels if lb.status == "ok"),
+        "alignment": {k: v.to_dict() for k, v in evaluation.alignment.items()},
+        "units_explained": len(ok),
+        "units_reported": len(explanations),
+        "datasets": dataset_paths,
+        "report": str(report),
+        "published": published,
+        "stages": stages,
+        "llm_ledger": ledger,
+    }
+    write_json(out / "run.json", result)
+    if cfg.progress:
+        print()
+        print(summary_table(explanations))
+        print(llm.ledger.summary_table())
+        print(f"\nreport    {report}\ndatasets  {out / 'datasets'}\nrun       {out / 'run.json'}")
+    return result
