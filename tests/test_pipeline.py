@@ -1,0 +1,61 @@
+"""End to end: ``tl-concepts run`` on a reduced budget, published to a stand-in Hub."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.standins.hub_server import HubStandin
+
+pytestmark = pytest.mark.slow
+TOKEN = "hf_e2e_standin_token_0123456789abcdef"
+KINDS = ("concepts", "explanations", "probes", "rankings")
+
+
+def _run(out: Path, env: dict[str, str]) -> dict:
+    cmd = [sys.executable, "-m", "tl_concepts.cli", "run", "--out", str(out), "--max-docs", "10", "-k", "6",
+           "--units", "1", "--push-to-hub", "alice/lee-minilm", "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert TOKEN not in proc.stdout + proc.stderr
+    return json.loads((out / "run.json").read_text())
+
+
+def test_main_job_end_to_end(tmp_path):
+    with HubStandin(tokens={TOKEN: "alice"}) as hub:
+        env = {**os.environ, **hub.env(tmp_path / "hf-home"), "HF_TOKEN": TOKEN}
+        env.pop("TL_CONCEPTS_LLM", None)
+        out = tmp_path / "run"
+        first = _run(out, env)
+
+        assert first["tokens"] > 500 and first["concepts"] == 6
+        assert first["units_reported"] == 1
+        assert set(first["datasets"]) == set(KINDS)
+        assert set(first["published"]) == set(KINDS)
+        assert (out / "report" / "index.html").exists()
+        assert first["llm_ledger"]["totals"]["requests"] > 0
+        stages = [s["stage"] for s in first["stages"]]
+        assert stages[:3] == ["capture", "concepts", "labels"] and "report" in stages
+
+        # every dataset folder and every Hub repo loads back
+        from tl_concepts.hub import load
+
+        for kind in KINDS:
+            loaded = load(out / "datasets" / kind)
+            assert len(loaded.dataset) > 0, kind
+        assert {name for (_, name) in hub.repos} >= {f"lee-minilm-{k}" for k in KINDS}
+
+        # secrets never reach disk
+        for f in out.rglob("*"):
+            if f.is_file() and f.stat().st_size < 50_000_000:
+                assert TOKEN.encode() not in f.read_bytes(), f
+
+        # a rerun of the finished job makes no LLM request (everything from the cache)
+        second = _run(out, env)
+        totals = second["llm_ledger"]["totals"]
+        assert totals["requests"] == 0 and totals["cache_hits"] > 0
+        assert second["concepts"] == first["concepts"]
