@@ -2,6 +2,7 @@
 
 Example:
     tl-concepts capture --model minilm --corpus lee --hooks blocks.3.mlp.hook_post --out runs/x
+    tl-concepts explain --model smollm2-135m --hook blocks.5.mlp.hook_post --units 0:50
     tl-concepts concepts --store runs/x --layer 3 -k 200 --label
     tl-concepts probe --store runs/x --hook blocks.3.hook_resid_post --labels pos
     tl-concepts rank --store runs/x --hook blocks.3.mlp.hook_post --labels pos --method probeless
@@ -83,7 +84,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-docs", type=int, default=100, help="documents used (default 100)")
     p.add_argument("--layer", type=int, default=3, help="block to interpret (default 3)")
     p.add_argument("-k", "--k", type=int, default=40, help="concepts (default 40)")
-    p.add_argument("--units", type=int, default=6, help="MLP neurons to explain (default 6)")
+    p.add_argument("--units", type=int, default=3, help="MLP neurons to explain (default 3)")
+    p.add_argument("--fuzzing", action="store_true", help="also run the fuzzing scorer")
     p.add_argument("--llm", default=None, help="LLM spec (default: $TL_CONCEPTS_LLM or in-process SmolLM2)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --llm openai:MODEL")
     p.add_argument("--push-to-hub", default=None, metavar="REPO",
@@ -97,8 +99,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tl_concepts.pipeline import RunConfig, run
 
     run(RunConfig(out=args.out, model=args.model, corpus=args.corpus, max_docs=args.max_docs,
-                  layer=args.layer, k=args.k, n_units=args.units, llm=args.llm, base_url=args.base_url,
+                  layer=args.layer, k=args.k, n_units=args.units, fuzzing=args.fuzzing, llm=args.llm, base_url=args.base_url,
                   push_to_hub=args.push_to_hub, private=args.private, progress=not args.no_progress))
+    return 0
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="explain, simulate and score units (Bills et al. 2023)",
+                       description="Explain units with an LLM, simulate their activations from the "
+                                   "explanation and score the simulation on held-out contexts, beside a "
+                                   "token-lookup baseline. Resumable per unit.")
+    p.add_argument("--model", default="smollm2-135m", help="model whose units are explained (default smollm2-135m)")
+    p.add_argument("--hook", required=True, help="hook point, e.g. blocks.5.mlp.hook_post")
+    p.add_argument("--units", default="0:50", help="units: '0:50', '3,7,9' or both (default 0:50)")
+    p.add_argument("--store", default=None, help="existing capture store (default: capture into OUT/store)")
+    p.add_argument("--corpus", default="lee", help="corpus when capturing (default lee)")
+    p.add_argument("--max-docs", type=int, default=None, help="documents when capturing")
+    p.add_argument("--out", default="runs/explain", help="output folder (default runs/explain)")
+    p.add_argument("--llm", default=None, help="LLM spec (default: $TL_CONCEPTS_LLM or in-process SmolLM2)")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --llm openai:MODEL")
+    p.add_argument("--n-explanations", type=int, default=1, help="best-of-n on the calibration split")
+    p.add_argument("--no-few-shot", action="store_true", help="shorter prompts without few-shot examples")
+    p.add_argument("--no-detection", action="store_true", help="skip the detection and fuzzing scorers")
+    p.add_argument("--concurrency", type=int, default=8, help="LLM requests in flight (default 8)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_explain)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tl_concepts import models
+    from tl_concepts.capture import ActivationStore, capture
+    from tl_concepts.corpus import load_corpus
+    from tl_concepts.explain import ExplainConfig, explain_store, parse_units, summary_table
+    from tl_concepts.llm import get_llm
+
+    out = Path(args.out)
+    if args.store:
+        store = ActivationStore.open(args.store)
+    else:
+        corpus = load_corpus(args.corpus, max_docs=args.max_docs)
+        store = capture(models.load(args.model), corpus, [args.hook], out / "store", model_name=args.model,
+                        progress=not args.no_progress)
+    llm = get_llm(args.llm, **({"base_url": args.base_url} if args.base_url else {}))
+    cfg = ExplainConfig(out_dir=str(out / "explain"), n_explanations=args.n_explanations,
+                        few_shot=not args.no_few_shot, detection=not args.no_detection,
+                        fuzzing=not args.no_detection, max_concurrency=args.concurrency,
+                        progress=not args.no_progress)
+    explain_store(store, args.hook, parse_units(args.units), llm, cfg)
+    print(summary_table(cfg.out_dir))
+    print(llm.ledger.summary_table())
     return 0
 
 
@@ -107,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_capture(sub)
+    _add_explain(sub)
     from tl_concepts.concepts.cli import add_concepts_parser
     from tl_concepts.descriptors.cli import add_descriptors_parser
     from tl_concepts.probing.cli import add_probe_parser, add_rank_parser

@@ -41,8 +41,12 @@ class RunConfig:
     """Concepts (None: one per ~40 clustered words)."""
     min_count: int = 5
     """Concept filter: minimum occurrences of a word type."""
-    n_units: int = 6
-    """MLP neurons explained (the first ``n_units`` with enough activating contexts)."""
+    n_units: int = 3
+    """MLP neurons explained (units 0..n_units-1; units with too few activating contexts are
+    reported as such, not dropped)."""
+    fuzzing: bool = False
+    """Also run the fuzzing scorer (detection always runs); off by default to keep the
+    offline job within minutes on a CPU."""
     llm: str | None = None
     """LLM spec for labels, explanations and simulation (None: ``$TL_CONCEPTS_LLM`` or the
     embedded SmolLM2-135M-Instruct in process)."""
@@ -107,7 +111,7 @@ def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
     def do_explain():
         # the first units with activating contexts; units with too few are reported by the runner
         ecfg = ExplainConfig(out_dir=str(out / "explain"), few_shot=False, n_bootstrap=200,
-                             progress=cfg.progress)
+                             fuzzing=cfg.fuzzing, progress=cfg.progress)
         return explain_store(store, mlp_hook, list(range(cfg.n_units)), llm, ecfg)
 
     explanations = _stage("explanations", stages, do_explain, cfg.progress)
