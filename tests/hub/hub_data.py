@@ -42,21 +42,83 @@ def concept_set(out: Path):
     return cs
 
 
+H = "blocks.1.hook_resid_post"
+M = "blocks.1.mlp.hook_post"
 PROBES = [
-    {"probe_id": "p0", "concept_id": 3, "concept": NON_ASCII, "hook": "blocks.1.mlp.hook_post", "layer": 1,
-     "method": "logistic-l1", "n_train": 80, "n_test": 20, "accuracy": 0.95, "control_accuracy": 0.6,
-     "selectivity": 0.35, "weights": [0.5, -1.25, 0.0], "bias": 0.1, "settings": {"l1": 0.01}},
-    {"concept": "digits", "hook": "blocks.1.mlp.hook_post", "layer": 1, "method": "logistic-l1",
-     "n_train": 80, "n_test": 20, "accuracy": 0.8, "weights": [1.0, 2.0, 3.0], "bias": -0.5},
+    # the row of run_probes (every column), non-ASCII concept name
+    {"hook": H, "source": "concepts:runs/x/concepts", "label": "3", "name": NON_ASCII, "task": "binary",
+     "size": 40, "n_train": 48, "n_dev": 16, "n_test": 16, "train_accuracy": 1.0, "dev_accuracy": 0.9375,
+     "test_accuracy": 0.9375, "majority_accuracy": 0.5, "control_accuracy": 0.625, "selectivity": 0.3125,
+     "c": 1.0, "seconds": 0.02, "seed": 0},
+    # optional columns left out: source, name (-> label), no control task (-> null control/selectivity)
+    {"hook": H, "label": "NUM", "task": "binary", "size": 12, "n_train": 14, "n_dev": 5, "n_test": 5,
+     "train_accuracy": 1.0, "dev_accuracy": 0.8, "test_accuracy": 0.8, "majority_accuracy": 0.6, "c": 0.1},
+    # selectivity left out: computed as test - control
+    {"hook": H, "source": "pos", "label": "*all*", "name": "*all*", "task": "multiclass", "size": 52,
+     "n_train": 31, "n_dev": 10, "n_test": 11, "train_accuracy": 0.9, "dev_accuracy": 0.7, "test_accuracy": 0.75,
+     "majority_accuracy": 0.25, "control_accuracy": 0.5, "c": 10.0, "seconds": 0.1, "seed": 0},
 ]
 RANKINGS = [
-    {"concept_id": 3, "concept": NON_ASCII, "hook": "blocks.1.mlp.hook_post", "layer": 1, "method": "probeless",
-     "units": [2, 0, 1], "scores": [0.9, 0.4, 0.1]},
-    {"concept_id": 4, "concept": "digits", "hook": "blocks.1.mlp.hook_post", "layer": 1, "method": "probe-weights",
-     "units": [1], "scores": [3.0]},
+    {"hook": M, "source": "pos", "label": "3", "name": NON_ASCII, "method": "probeless", "rank": r, "neuron": n,
+     "score": s} for r, (n, s) in enumerate([(2, 0.9), (0, 0.4), (1, 0.1)])
+] + [
+    {"hook": M, "label": "NUM", "method": "probe_weights", "rank": 0, "neuron": 1, "score": 3.0},
+    {"hook": M, "label": "NUM", "method": "probe_weights", "rank": 1, "neuron": 7, "score": 0.5},
 ]
 DESCRIPTORS = [
-    {"hook": "blocks.1.mlp.hook_post", "layer": 1, "unit": 7, "n_sentences": 40,
-     "descriptors": [{"text": "weekdays", "score": 0.8}, {"text": NON_ASCII, "score": 0.5}]},
-    {"hook": "blocks.1.mlp.hook_post", "layer": 1, "unit": 9, "descriptors": [("numbers", 0.7)]},
+    {"half": "calibration", "neuron": 7, "rank": 0, "entry": 2, "descriptor": "weekdays", "composition": 0.8,
+     "base_rate": 0.1, "lift": 8.0, "excess": 0.7, "support": 12},
+    {"half": "calibration", "neuron": 7, "rank": 1, "entry": 5, "descriptor": NON_ASCII, "composition": 0.5,
+     "base_rate": 0.2, "lift": 2.5, "excess": 0.3, "support": 20},
+    {"half": "validation", "neuron": 7, "rank": 0, "entry": 2, "descriptor": "weekdays", "composition": 0.6,
+     "base_rate": 0.1, "lift": 6.0, "excess": 0.5, "support": 10},
+    {"half": "calibration", "neuron": 9, "rank": 0, "entry": 0, "descriptor": "numbers", "composition": 0.4,
+     "base_rate": 0.0, "lift": float("inf"), "excess": 0.4, "support": 3},
 ]
+"""Rows in the producers' formats: run_probes, run_rankings().rankings, run_descriptors().mapping."""
+
+
+# -- real producers on a tiny capture (tiny_bridge) --------------------------------------------
+def label_file(store, path: Path) -> str:
+    """word_id -> label (num / cap / the) of a capture's words, as run_probes reads it."""
+    import csv
+
+    words = store.words()
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["word_id", "label"])
+        for wid, text in zip(words["word_id"], words["text"]):
+            t = text.strip(".,")
+            lab = "num" if t.isdigit() else "cap" if t[:1].isupper() else "the" if t.lower() == "the" else ""
+            if lab:
+                w.writerow([int(wid), lab])
+    return str(path)
+
+
+TOPICS = {"cat": "animals", "dog": "animals", "market": "finance", "bank": "finance", "fire": "disaster",
+          "minister": "politics", "rain": "weather", "sunny": "weather"}
+
+
+def descriptor_reply(request):
+    """Stand-in OpenAI answer of the descriptor prompt: topic words found in the sentence + ``news``."""
+    import json
+
+    from tests.standins.openai_server import Reply
+
+    s = json.loads(request["json"]["messages"][-1]["content"].split("Sentence: ", 1)[1]).lower()
+    tags = sorted({t for k, t in TOPICS.items() if k in s}) or ["other"]
+    return Reply.chat(json.dumps(tags + ["news"]))
+
+
+def hash_embed(texts):
+    """Deterministic stand-in for MiniLM: near-identical vectors for texts sharing a first word."""
+    import hashlib
+
+    import numpy as np
+
+    out = []
+    for t in texts:
+        rng = np.random.default_rng(int(hashlib.sha1(t.split()[0].encode()).hexdigest()[:8], 16))
+        v = rng.normal(size=32)
+        out.append(v / np.linalg.norm(v))
+    return np.asarray(out, np.float32)

@@ -187,13 +187,53 @@ def test_card_upload_failure_is_not_reported_as_published(hub):
 
 
 def test_schema_errors():
-    with pytest.raises(SchemaError, match="lacks units"):
-        to_dataset("rankings", [{"concept": "x", "hook": "h", "layer": 0, "method": "m", "scores": [1.0]}])
-    with pytest.raises(SchemaError, match="2 units but 1 scores"):
-        to_dataset("rankings", [{"concept": "x", "hook": "h", "layer": 0, "method": "m", "units": [1, 2],
-                                 "scores": [1.0]}])
+    rk = dict(RANKINGS[0])
+    with pytest.raises(SchemaError, match="lacks neuron"):
+        to_dataset("rankings", [{k: v for k, v in rk.items() if k != "neuron"}])
+    with pytest.raises(SchemaError, match=r"rows 0 and 1 have the same"):
+        to_dataset("rankings", [rk, {**rk, "neuron": 9}])
+    with pytest.raises(SchemaError, match="neuron is 'x', not a number"):
+        to_dataset("rankings", [{**rk, "neuron": "x"}])
+    with pytest.raises(SchemaError, match="rank 0 / neuron -1"):
+        to_dataset("rankings", [{**rk, "neuron": -1}])
+    pr = PROBES[0]
+    with pytest.raises(SchemaError, match="selectivity 0.5 is not test_accuracy - control_accuracy"):
+        to_dataset("probes", [{**pr, "selectivity": 0.5}])
+    with pytest.raises(SchemaError, match="test_accuracy is 1.5, outside"):
+        to_dataset("probes", [{**pr, "test_accuracy": 1.5, "selectivity": None}])
+    with pytest.raises(SchemaError, match="task is 'regression'"):
+        to_dataset("probes", [{**pr, "task": "regression"}])
+    with pytest.raises(SchemaError, match="lacks test_accuracy"):
+        to_dataset("probes", [{k: v for k, v in pr.items() if k != "test_accuracy"}])
+    with pytest.raises(SchemaError, match="half is 'train'"):
+        to_dataset("descriptors", [{**DESCRIPTORS[0], "half": "train"}])
+    from datasets import Dataset
+
+    with pytest.raises(SchemaError, match="unexpected: units"):
+        to_dataset("rankings", Dataset.from_list([{**rk, "units": [1]}]))
+    with pytest.raises(SchemaError, match="not a probes output folder"):
+        to_dataset("probes", "/nonexistent/probing")
     with pytest.raises(SchemaError, match="unknown dataset kind"):
         to_dataset("nope", [])
+
+
+def test_row_dicts_fill_optional_columns():
+    ds = to_dataset("probes", PROBES)
+    first, bare, multi = ds.to_list()
+    assert first == PROBES[0]
+    assert (bare["source"], bare["name"], bare["control_accuracy"], bare["selectivity"], bare["seconds"],
+            bare["seed"]) == ("", "NUM", None, None, 0.0, 0)
+    assert multi["selectivity"] == pytest.approx(0.25)
+    rk = to_dataset("rankings", RANKINGS)
+    assert rk.column_names == ["hook", "source", "label", "name", "method", "rank", "neuron", "score"]
+    assert rk[3]["name"] == "NUM" and rk[3]["source"] == ""
+    # a Dataset with the optional columns missing is validated and filled the same way
+    from datasets import Dataset
+
+    partial = Dataset.from_list([{k: v for k, v in r.items() if k not in ("source", "name")} for r in RANKINGS[3:]])
+    assert to_dataset("rankings", partial).to_list() == rk.to_list()[3:]
+    d = to_dataset("descriptors", DESCRIPTORS)
+    assert d[3]["lift"] == float("inf") and d[1]["descriptor"] == NON_ASCII
 
 
 def test_save_local_and_load(hub, data, tmp_path):
@@ -226,7 +266,7 @@ def test_installed_wheel_renders_a_card(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(whl)],
                    check=True, timeout=300)
     code = ("import tl_concepts.hub.cards as c, json; from tl_concepts.hub import CardMeta, to_dataset;"
-            "ds = to_dataset('rankings', [dict(concept='x', hook='h', layer=0, method='m', units=[1], scores=[1.0])]);"
+            "ds = to_dataset('rankings', [dict(hook='h', label='x', method='m', rank=0, neuron=1, score=1.0)]);"
             "t = c.render_card('rankings', ds, CardMeta(pretty_name='P', source_model='m'), 'a/b');"
             "print(json.dumps([c.__file__, str(c.templates_dir()), 'How to load it' in t]))")
     env = {k: v for k, v in os.environ.items() if k != "TL_CONCEPTS_CARDS"}

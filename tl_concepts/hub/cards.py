@@ -9,8 +9,8 @@ category, source model, pretty name) and, when publishing, by the Hub's ``valida
 Example:
     >>> from tl_concepts.hub.cards import CardMeta, render_card
     >>> from tl_concepts.hub.schemas import to_dataset
-    >>> ds = to_dataset("rankings", [{"concept_id": 1, "concept": "days", "hook": "blocks.0.mlp.hook_post",
-    ...                               "layer": 0, "method": "probeless", "units": [3], "scores": [0.5]}])
+    >>> ds = to_dataset("rankings", [{"hook": "blocks.0.mlp.hook_post", "label": "3", "name": "days",
+    ...                               "method": "probeless", "rank": 0, "neuron": 3, "score": 0.5}])
     >>> card = render_card("rankings", ds, CardMeta(pretty_name="Rankings", source_model="tiny"), "me/r")
     >>> card.startswith("---")
     True
@@ -85,6 +85,10 @@ class CardMeta:
     """Free text added under the card title."""
     tags: list[str] = field(default_factory=list)
     """Extra tags (``interpretability``, ``transformer-lens`` and ``tl-concepts`` are always set)."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Stage figures that are not in the table (descriptors: ``run_descriptors``' metrics:
+    ``entries``, ``jaccard``, ``precision_at_k``, ``recall_at_k``, ``k``, ...). ``publish`` /
+    ``save_local`` fill it from a ``DescriptorOutput`` or its folder when left empty."""
 
 
 def meta_from_manifest(manifest: dict[str, Any], *, pretty_name: str, **overrides: Any) -> CardMeta:
@@ -153,8 +157,9 @@ def _mean(xs: list[float]) -> Any:
     return _r(statistics.fmean(xs)) if xs else None
 
 
-def summarize(kind: str, ds: Any) -> dict[str, Any]:
-    """Score summaries of a dataset for its card (numbers rounded to 3 places)."""
+def summarize(kind: str, ds: Any, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score summaries of a dataset for its card (numbers rounded to 3 places); ``metrics``:
+    :attr:`CardMeta.metrics` (descriptors: vocabulary size, P@k / R@k)."""
     check_kind(kind)
     rows = ds.to_list() if hasattr(ds, "to_list") else list(ds)
     if kind == "concepts":
@@ -177,16 +182,79 @@ def summarize(kind: str, ds: Any) -> dict[str, Any]:
                 "mean_detection": _mean([r["detection"]["auroc"] for r in ok if r["detection"]]),
                 "mean_fuzzing": _mean([r["fuzzing"]["auroc"] for r in ok if r["fuzzing"]])}
     if kind == "probes":
-        acc = [r["accuracy"] for r in rows]
-        return {"n": len(rows), "mean_accuracy": _mean(acc), "min_accuracy": _r(min(acc)) if acc else None,
-                "max_accuracy": _r(max(acc)) if acc else None,
-                "mean_selectivity": _mean([r["selectivity"] for r in rows]),
-                "methods": sorted({r["method"] for r in rows})}
+        return _probe_summary(rows)
     if kind == "rankings":
-        return {"n": len(rows), "n_concepts": len({(r["concept_id"], r["concept"]) for r in rows}),
-                "methods": sorted({r["method"] for r in rows}), "mean_units": _mean([len(r["units"]) for r in rows])}
-    return {"n": len(rows), "mean_descriptors": _mean([len(r["descriptors"]) for r in rows]),
-            "n_distinct": len({d["text"] for r in rows for d in r["descriptors"]})}
+        return _ranking_summary(rows)
+    return _descriptor_summary(rows, metrics or {})
+
+
+TOP_NEURONS = 5
+"""Neurons per (label, method) shown on a rankings card."""
+MAX_TABLE_ROWS = 20
+"""Rows of the per-probe / per-ranking / per-neuron tables on a card."""
+
+
+def _probe_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    binary = [r for r in rows if r["task"] == "binary"]
+    multi = [r for r in rows if r["task"] == "multiclass"]
+    acc = [r["test_accuracy"] for r in binary]
+    table = [{k: r[k] for k in ("hook", "label", "name", "task", "size")}
+             | {k: _r(r[k]) for k in ("test_accuracy", "majority_accuracy", "control_accuracy", "selectivity")}
+             for r in rows[:MAX_TABLE_ROWS]]
+    return {"n": len(rows), "n_binary": len(binary), "n_multiclass": len(multi),
+            "hooks": sorted({r["hook"] for r in rows}), "sources": sorted({r["source"] for r in rows} - {""}),
+            "mean_test_accuracy": _mean(acc), "min_test_accuracy": _r(min(acc)) if acc else None,
+            "max_test_accuracy": _r(max(acc)) if acc else None,
+            "mean_majority_accuracy": _mean([r["majority_accuracy"] for r in binary]),
+            "mean_control_accuracy": _mean([r["control_accuracy"] for r in binary]),
+            "mean_selectivity": _mean([r["selectivity"] for r in binary]),
+            "multiclass": [{"hook": r["hook"], "test_accuracy": _r(r["test_accuracy"]),
+                            "control_accuracy": _r(r["control_accuracy"]), "selectivity": _r(r["selectivity"]),
+                            "size": r["size"]} for r in multi],
+            "table": table, "n_more": max(0, len(rows) - MAX_TABLE_ROWS)}
+
+
+def _ranking_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    groups: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+    names: dict[tuple[str, str], str] = {}
+    for r in rows:
+        groups.setdefault((r["hook"], r["label"], r["method"]), []).append((r["rank"], r["neuron"]))
+        names[(r["hook"], r["label"])] = r["name"]
+    top = [{"hook": h, "label": lab, "name": names[(h, lab)], "method": m,
+            "neurons": ", ".join(str(n) for _, n in sorted(g)[:TOP_NEURONS])}
+           for (h, lab, m), g in list(groups.items())[:MAX_TABLE_ROWS]]
+    labels = {(r["hook"], r["label"]) for r in rows}
+    return {"n": len(rows), "n_rankings": len(groups), "n_labels": len(labels),
+            "methods": sorted({r["method"] for r in rows}), "hooks": sorted({r["hook"] for r in rows}),
+            "sources": sorted({r["source"] for r in rows} - {""}),
+            "neurons_per_ranking": max((len(g) for g in groups.values()), default=0),
+            "top_n": TOP_NEURONS, "top": top, "n_more": max(0, len(groups) - MAX_TABLE_ROWS)}
+
+
+def _descriptor_summary(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
+    from tl_concepts.descriptors.metrics import jaccard_stability
+
+    halves: dict[str, dict[int, list[tuple[int, int]]]] = {h: {} for h in ("calibration", "validation")}
+    for r in rows:
+        halves.setdefault(r["half"], {}).setdefault(r["neuron"], []).append((r["rank"], r["entry"]))
+    maps = {h: {n: [e for _, e in sorted(v)] for n, v in m.items()} for h, m in halves.items()}
+    cal = [r for r in rows if r["half"] == "calibration"]
+    by: dict[int, list[dict[str, Any]]] = {}
+    for r in cal:
+        by.setdefault(r["neuron"], []).append(r)
+    best = sorted(by.items(), key=lambda kv: (-max(x["excess"] for x in kv[1]), kv[0]))[:MAX_TABLE_ROWS]
+    table = [{"neuron": n, "descriptors": "; ".join(f"{x['descriptor']} ({x['excess']:.2f})"
+                                                   for x in sorted(rs, key=lambda x: x["rank"])[:4])}
+             for n, rs in best]
+    k = metrics.get("k")
+    return {"n": len(rows), "n_calibration": len(maps["calibration"]), "n_validation": len(maps["validation"]),
+            "n_entries_used": len({r["entry"] for r in rows}),
+            "vocabulary_size": metrics.get("entries"), "n_neurons": metrics.get("neurons"),
+            "n_sentences": metrics.get("sentences"), "n_sentences_ok": metrics.get("ok"),
+            "mean_descriptors": _mean([len(v) for v in maps["calibration"].values()]),
+            "jaccard": _r(jaccard_stability(maps["calibration"], maps["validation"])),
+            "precision_at_k": _r(metrics.get("precision_at_k")), "recall_at_k": _r(metrics.get("recall_at_k")),
+            "k": k, "table": table, "n_more": max(0, len(by) - MAX_TABLE_ROWS)}
 
 
 def _ledger_rows(ledger: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -218,7 +286,7 @@ def card_context(kind: str, ds: Any, meta: CardMeta, repo_id: str) -> dict[str, 
     m = asdict(meta)
     m["settings"] = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in m["settings"].items()}
     return {"kind": kind, "meta": m, "repo_id": repo_id, "n_rows": len(ds), "columns": COLUMNS[kind],
-            "summary": summarize(kind, ds), "ledger_rows": _ledger_rows(meta.ledger),
+            "summary": summarize(kind, ds, meta.metrics), "ledger_rows": _ledger_rows(meta.ledger),
             "tags": list(dict.fromkeys(BASE_TAGS + [t for t in meta.tags if t])),
             "task_categories": TASK_CATEGORIES[kind], "size_category": size_category(len(ds)),
             "schema_version": SCHEMA_VERSION, "package_version": version}

@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from .cards import CardMeta, card_body, merge_with_hub_readme, parse_metadata, render_card
-from .schemas import to_dataset
+from .schemas import stage_metrics, to_dataset
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
 SENTENCES_FILE = "sentences/train-00000-of-00001.parquet"
@@ -70,6 +71,10 @@ class PublishResult:
 
 def _prepare(kind: str, data: Any, meta: CardMeta, repo_id: str, templates: Any) -> tuple[Any, str]:
     ds = to_dataset(kind, data)
+    if not meta.metrics:
+        found = stage_metrics(kind, data)
+        if found:
+            meta = dataclasses.replace(meta, metrics=found)
     if len(ds) == 0:
         raise EmptyDatasetError(f"the {kind} dataset is empty: nothing to publish (run the {kind} stage first)")
     return ds, render_card(kind, ds, meta, repo_id, templates=templates)

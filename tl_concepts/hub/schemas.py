@@ -5,19 +5,32 @@ Kinds (one row per ...):
 * ``concepts``: concept (the schema of :mod:`tl_concepts.concepts.dataset`, reused as is).
 * ``explanations``: explained unit: explanation, scores with intervals, baseline, detection /
   fuzzing, and the test records with true and simulated activations.
-* ``probes``: probe (concept, hook, accuracy, control accuracy, selectivity, weights).
-* ``rankings``: (concept, method): units ranked for the concept, with their scores.
-* ``descriptors``: unit: the descriptors mined for it, with scores.
+* ``probes``: probe: the table of :func:`tl_concepts.probing.runner.run_probes` (hook, source,
+  label, name, task, size, split sizes, train/dev/test/majority/control accuracy, selectivity,
+  c, seconds, seed).
+* ``rankings``: (label, method, rank): the long table of
+  :func:`tl_concepts.probing.runner.run_rankings` (hook, source, label, name, method, rank,
+  neuron, score).
+* ``descriptors``: (half, neuron, rank): the neuron -> descriptor mapping table of
+  :func:`tl_concepts.descriptors.runner.run_descriptors` (which descriptors each neuron got, on
+  the calibration and on the validation half, with composition, base rate, lift, excess,
+  support). The sentence and vocabulary tables are not published; the stage's metrics
+  (vocabulary size, Jaccard, P@k / R@k) go on the card.
 
 :func:`to_dataset` accepts the domain objects of each stage (a ``ConceptSet``, the explain
-runner's result dicts or its output folder), plain row dicts, or a ready ``Dataset``;
-:func:`from_dataset` turns a dataset back into those objects.
+runner's result dicts or its output folder; ``run_probes``' Dataset; a ``RankOutput`` or its
+``rankings`` Dataset; a ``DescriptorOutput`` or its ``mapping`` Dataset; the probing /
+descriptor ``out`` folders), plain row dicts, or a ready ``Dataset``. Rows are validated
+(missing or mistyped columns, accuracies outside [0, 1], selectivity that is not test minus
+control accuracy, duplicate ranks). :func:`from_dataset` turns a dataset back into those
+objects (row dicts for probes, rankings and descriptors).
 
 Example:
-    >>> ds = to_dataset("rankings", [{"concept_id": 3, "concept": "days", "hook": "blocks.1.mlp.hook_post",
-    ...                               "layer": 1, "method": "probeless", "units": [5, 2], "scores": [0.9, 0.4]}])
-    >>> ds[0]["units"]
-    [5, 2]
+    >>> ds = to_dataset("rankings", [{"hook": "blocks.1.mlp.hook_post", "source": "pos", "label": "NOUN",
+    ...                               "name": "NOUN", "method": "probeless", "rank": 0, "neuron": 5,
+    ...                               "score": 0.9}])
+    >>> ds[0]["neuron"]
+    5
 """
 from __future__ import annotations
 
@@ -98,36 +111,46 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("records", "list<struct>", "test records: split, doc, start, tokens, true, simulated, baseline activations"),
     ],
     "probes": [
-        ("probe_id", "string", "probe identifier"),
-        ("concept_id", "int64", "concept the probe detects (-1 for a gold class)"),
-        ("concept", "string", "concept label or class name"),
-        ("hook", "string", "hook point name"),
-        ("layer", "int64", "block index"),
-        ("method", "string", "probe type (e.g. `logistic-l1`)"),
-        ("n_train", "int64", "training examples"),
-        ("n_test", "int64", "held-out examples"),
-        ("accuracy", "float64", "held-out accuracy"),
-        ("control_accuracy", "float64|null", "accuracy on the control task"),
-        ("selectivity", "float64|null", "accuracy minus control accuracy"),
-        ("weights", "list<float64>", "probe weights, one per unit"),
-        ("bias", "float64", "probe bias"),
-        ("settings", "string", "JSON of the probe settings"),
+        ("hook", "string", "hook the word representations come from"),
+        ("source", "string", "label source (`pos`, `ner`, `concepts:<dir>`, a label file)"),
+        ("label", "string", "the probed label (`*all*` for the multi-class probe over every kept label)"),
+        ("name", "string", "display name (a concept's LLM label, else the label)"),
+        ("task", "string", "`binary` (label vs a balanced sample of the rest) or `multiclass`"),
+        ("size", "int64", "rows carrying the label (all rows for `*all*`)"),
+        ("n_train", "int64", "train split size (60/20/20 per class)"),
+        ("n_dev", "int64", "dev split size (used to pick `c`)"),
+        ("n_test", "int64", "held-out test split size"),
+        ("train_accuracy", "float64", "accuracy on the train split"),
+        ("dev_accuracy", "float64", "accuracy on the dev split"),
+        ("test_accuracy", "float64", "accuracy on the held-out test split: *the* probe accuracy"),
+        ("majority_accuracy", "float64", "test accuracy of always predicting the majority train class"),
+        ("control_accuracy", "float64|null", "test accuracy on the control task (random label per word type)"),
+        ("selectivity", "float64|null", "`test_accuracy - control_accuracy`"),
+        ("c", "float64", "chosen inverse regularisation strength"),
+        ("seconds", "float64", "fit time"),
+        ("seed", "int64", "seed of the split and the control task"),
     ],
     "rankings": [
-        ("concept_id", "int64", "concept the ranking is for"),
-        ("concept", "string", "concept label"),
-        ("hook", "string", "hook point name"),
-        ("layer", "int64", "block index"),
-        ("method", "string", "ranking method (e.g. `probeless`, `probe-weights`)"),
-        ("units", "list<int64>", "unit indices, best first"),
-        ("scores", "list<float64>", "score of each unit (same order)"),
+        ("hook", "string", "hook whose neurons are ranked"),
+        ("source", "string", "label source (`pos`, `ner`, `concepts:<dir>`, a label file)"),
+        ("label", "string", "the label the neurons are ranked for (`*all*`: multi-class ranking over every label)"),
+        ("name", "string", "display name (a concept's LLM label, else the label)"),
+        ("method", "string", "ranking method (`probeless`, `probe_weights`, `average_precision`, ...)"),
+        ("rank", "int64", "0-based rank of the neuron for (label, method); 0 is the best"),
+        ("neuron", "int64", "neuron index at the hook"),
+        ("score", "float64", "the method's score of the neuron"),
     ],
     "descriptors": [
-        ("hook", "string", "hook point name"),
-        ("layer", "int64", "block index"),
-        ("unit", "int64", "unit index"),
-        ("descriptors", "list<struct>", "descriptors of the unit: text, score"),
-        ("n_sentences", "int64", "sentences the descriptors were mined over"),
+        ("half", "string", "`calibration` or `validation`: the half of the sentences the neuron was mapped on"),
+        ("neuron", "int64", "neuron index at the hook"),
+        ("rank", "int64", "0-based rank of the descriptor among the neuron's descriptors (by excess)"),
+        ("entry", "int64", "id of the descriptor's vocabulary entry"),
+        ("descriptor", "string", "the entry's representative descriptor"),
+        ("composition", "float64", "share of the neuron's top exemplar sentences tagged with the entry"),
+        ("base_rate", "float64", "share of all sentences of the half tagged with the entry"),
+        ("lift", "float64", "composition / base rate (`inf` for a zero base rate)"),
+        ("excess", "float64", "composition minus base rate"),
+        ("support", "int64", "sentences of the half tagged with the entry"),
     ],
 }
 
@@ -153,15 +176,8 @@ def features(kind: str) -> Any:
             "baseline_scores": _sim_scores(), "lookup_correlation": _interval(),
             "detection": _classification(), "fuzzing": _classification(), "records": [record],
         })
-    if kind == "probes":
-        return Features({"probe_id": s, "concept_id": i, "concept": s, "hook": s, "layer": i, "method": s,
-                         "n_train": i, "n_test": i, "accuracy": f, "control_accuracy": f, "selectivity": f,
-                         "weights": Sequence(f), "bias": f, "settings": s})
-    if kind == "rankings":
-        return Features({"concept_id": i, "concept": s, "hook": s, "layer": i, "method": s,
-                         "units": Sequence(i), "scores": Sequence(f)})
-    return Features({"hook": s, "layer": i, "unit": i,
-                     "descriptors": [{"text": s, "score": f}], "n_sentences": i})
+    types = {"string": s, "int64": i, "float64": f}
+    return Features({name: types[typ.split("|")[0]] for name, typ, _ in COLUMNS[kind]})
 
 
 def check_kind(kind: str) -> None:
@@ -287,41 +303,141 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     raise SchemaError(f"cannot turn a {type(obj).__name__} into a row; give dicts or objects with to_dict()")
 
 
-OPTIONAL = {
-    "probes": {"control_accuracy", "selectivity", "settings", "bias", "n_train", "n_test", "concept_id", "weights",
-               "probe_id"},
-    "rankings": {"concept_id"},
-    "descriptors": {"n_sentences", "layer"},
+# Columns a row dict may leave out, with how they are filled (the producers always give them all).
+OPTIONAL: dict[str, dict[str, Any]] = {
+    "probes": {"source": "", "name": None, "control_accuracy": None, "selectivity": None, "seconds": 0.0,
+               "seed": 0},
+    "rankings": {"source": "", "name": None},
+    "descriptors": {},
 }
+TASKS = ("binary", "multiclass")
+HALVES = ("calibration", "validation")
+STAGE_FILES = {"probes": "probes.parquet", "rankings": "rankings.parquet", "descriptors": "mapping.parquet"}
+"""Parquet table each producer writes to its ``out`` folder (accepted as a folder path)."""
+
+
+def _num(kind: str, n: int, col: str, v: Any, typ: type) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
+        raise SchemaError(f"{kind} row {n}: {col} is {v!r}, not a number")
+    if typ is int:
+        if float(v) != int(v):
+            raise SchemaError(f"{kind} row {n}: {col} is {v!r}, not an integer")
+        return int(v)
+    return float(v)
+
+
+def _check_row(kind: str, n: int, row: dict[str, Any]) -> None:
+    def bad(msg: str) -> SchemaError:
+        return SchemaError(f"{kind} row {n}: {msg}")
+
+    if kind == "probes":
+        if row["task"] not in TASKS:
+            raise bad(f"task is {row['task']!r}; use one of {', '.join(TASKS)}")
+        for c in ("train_accuracy", "dev_accuracy", "test_accuracy", "majority_accuracy", "control_accuracy"):
+            v = row[c]
+            if v is not None and not math.isnan(v) and not 0.0 <= v <= 1.0:
+                raise bad(f"{c} is {v}, outside [0, 1]")
+        t, ctl, sel = row["test_accuracy"], row["control_accuracy"], row["selectivity"]
+        if sel is None and ctl is not None:
+            row["selectivity"] = t - ctl
+        elif sel is not None and (ctl is None or not math.isclose(sel, t - ctl, abs_tol=1e-9)):
+            raise bad(f"selectivity {sel} is not test_accuracy - control_accuracy ({t} - {ctl})")
+        for c in ("size", "n_train", "n_dev", "n_test"):
+            if row[c] < 0:
+                raise bad(f"{c} is {row[c]}, negative")
+    elif kind == "rankings":
+        if row["rank"] < 0 or row["neuron"] < 0:
+            raise bad(f"rank {row['rank']} / neuron {row['neuron']} must be >= 0")
+    elif kind == "descriptors":
+        if row["half"] not in HALVES:
+            raise bad(f"half is {row['half']!r}; use one of {', '.join(HALVES)}")
+        if row["rank"] < 0 or row["neuron"] < 0 or row["entry"] < 0:
+            raise bad(f"rank {row['rank']} / neuron {row['neuron']} / entry {row['entry']} must be >= 0")
+
+
+# (label, method, rank) per hook and source; (neuron, rank) per half
+_UNIQUE = {"rankings": ("hook", "source", "label", "method", "rank"), "descriptors": ("half", "neuron", "rank")}
 
 
 def _generic_rows(kind: str, data: Iterable[Any]) -> list[dict[str, Any]]:
-    names = [c[0] for c in COLUMNS[kind]]
-    rows = []
+    """Validated rows of ``probes`` / ``rankings`` / ``descriptors`` (columns of :data:`COLUMNS`)."""
+    cols = COLUMNS[kind]
+    opt = OPTIONAL[kind]
+    rows, seen = [], {}
     for n, obj in enumerate(data):
         d = _as_dict(obj)
-        missing = [c for c in names if c not in d and c not in OPTIONAL.get(kind, set())]
+        missing = [c for c, _, _ in cols if c not in d and c not in opt]
         if missing:
-            raise SchemaError(f"{kind} row {n} lacks {', '.join(missing)} (columns: {', '.join(names)})")
-        row = {c: d.get(c) for c in names}
-        if kind == "probes":
-            if not isinstance(row["settings"], (str, type(None))):
-                row["settings"] = json.dumps(row["settings"], sort_keys=True, default=str)
-            row["settings"] = row["settings"] or "{}"
-            row["probe_id"] = row["probe_id"] or f"{row['hook']}:{row['concept']}:{row['method']}"
-            row["concept_id"] = -1 if row["concept_id"] is None else row["concept_id"]
-            row["weights"] = [float(w) for w in (row["weights"] if row["weights"] is not None else [])]
-        if kind == "rankings":
-            row["concept_id"] = -1 if row["concept_id"] is None else row["concept_id"]
-            if len(row["units"]) != len(row["scores"]):
-                raise SchemaError(f"rankings row {n}: {len(row['units'])} units but {len(row['scores'])} scores")
-        if kind == "descriptors":
-            row["descriptors"] = [x if isinstance(x, dict) else {"text": x[0], "score": float(x[1])}
-                                  for x in row["descriptors"]]
-            row["n_sentences"] = row["n_sentences"] or 0
-            row["layer"] = -1 if row["layer"] is None else row["layer"]
+            raise SchemaError(f"{kind} row {n} lacks {', '.join(missing)} "
+                              f"(columns: {', '.join(c for c, _, _ in cols)}; optional: {', '.join(opt) or 'none'})")
+        row: dict[str, Any] = {}
+        for c, typ, _ in cols:
+            v = d.get(c, opt.get(c))
+            base = typ.split("|")[0]
+            if base == "string":
+                if c == "name" and v is None:
+                    v = row["label"]
+                if c in ("label", "name") and isinstance(v, int) and not isinstance(v, bool):
+                    v = str(v)  # a concept id given as a number
+                if not isinstance(v, str):
+                    raise SchemaError(f"{kind} row {n}: {c} is {v!r}, not a string")
+            else:
+                v = _num(kind, n, c, v, int if base == "int64" else float)
+                if v is None and not typ.endswith("|null"):
+                    raise SchemaError(f"{kind} row {n}: {c} is null")
+            row[c] = v
+        _check_row(kind, n, row)
+        if kind in _UNIQUE:
+            key = tuple(row[c] for c in _UNIQUE[kind])
+            if key in seen:
+                raise SchemaError(f"{kind} rows {seen[key]} and {n} have the same "
+                                  f"({', '.join(_UNIQUE[kind])}) = {key}")
+            seen[key] = n
         rows.append(row)
     return rows
+
+
+def _stage_folder(kind: str, data: Any) -> Path | None:
+    if isinstance(data, (str, os.PathLike)):
+        d = Path(data)
+        if not (d / STAGE_FILES[kind]).is_file():
+            raise SchemaError(f"{d} is not a {kind} output folder (it has no {STAGE_FILES[kind]})")
+        return d / STAGE_FILES[kind]
+    return None
+
+
+def stage_table(kind: str, data: Any) -> Any:
+    """The table a ``probes`` / ``rankings`` / ``descriptors`` input stands for.
+
+    ``probes``: :func:`~tl_concepts.probing.runner.run_probes`' Dataset; ``rankings``: a
+    :class:`~tl_concepts.probing.runner.RankOutput` (its ``.rankings``) or that Dataset;
+    ``descriptors``: a :class:`~tl_concepts.descriptors.runner.DescriptorOutput` (its
+    ``.mapping``) or that Dataset; for each, the producer's ``out`` folder (its parquet table);
+    anything else (row dicts, objects with ``to_dict()``) is returned as is.
+    """
+    from datasets import Dataset
+
+    path = _stage_folder(kind, data)
+    if path is not None:
+        return Dataset.from_parquet(str(path), keep_in_memory=True)
+    attr = {"rankings": "rankings", "descriptors": "mapping"}.get(kind)
+    if attr and not isinstance(data, (Dataset, list, tuple, dict)) and hasattr(data, attr):
+        return getattr(data, attr)
+    return data
+
+
+def stage_metrics(kind: str, data: Any) -> dict[str, Any]:
+    """Stage-level figures that are not in the table: for ``descriptors``, ``run_descriptors``'
+    ``metrics`` (from a ``DescriptorOutput`` or ``<out>/metrics.json``); else ``{}``."""
+    if kind != "descriptors":
+        return {}
+    if isinstance(data, (str, os.PathLike)):
+        f = Path(data) / "metrics.json"
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    m = getattr(data, "metrics", None)
+    return dict(m) if isinstance(m, dict) else {}
 
 
 def rows(kind: str, data: Any) -> list[dict[str, Any]]:
@@ -339,6 +455,9 @@ def rows(kind: str, data: Any) -> list[dict[str, Any]]:
         for r in _explain_results(data):
             out.append(r if "records" in r and "key" in r else explanation_row(r))
         return out
+    data = stage_table(kind, data)
+    if hasattr(data, "to_list") and hasattr(data, "column_names"):
+        data = data.to_list()
     return _generic_rows(kind, data)
 
 
@@ -348,10 +467,19 @@ def to_dataset(kind: str, data: Any) -> Any:
 
     check_kind(kind)
     feats = features(kind)
+    if kind in STAGE_FILES:
+        data = stage_table(kind, data)
     if isinstance(data, Dataset):
-        if set(data.column_names) != set(feats):
+        extra = sorted(set(data.column_names) - set(feats))
+        if extra:
+            raise SchemaError(f"the {kind} dataset has columns {sorted(data.column_names)}, expected {list(feats)} "
+                              f"(unexpected: {', '.join(extra)})")
+        if kind in STAGE_FILES:  # validate and fill optional columns row by row
+            data = data.to_list()
+        elif set(data.column_names) != set(feats):
             raise SchemaError(f"the {kind} dataset has columns {sorted(data.column_names)}, expected {sorted(feats)}")
-        return data.select_columns(list(feats)).cast(feats) if data.features != feats else data
+        else:
+            return data.select_columns(list(feats)).cast(feats) if data.features != feats else data
     try:
         built = rows(kind, data)
         if not built:
