@@ -47,7 +47,7 @@ def test_main_job_end_to_end(tmp_path):
         for kind in KINDS:
             loaded = load(out / "datasets" / kind)
             assert len(loaded.dataset) > 0, kind
-        assert {name for (_, name) in hub.repos} >= {f"lee-minilm-{k}" for k in KINDS}
+        assert {name for (_, name) in hub.repos} >= {f"alice/lee-minilm-{k}" for k in KINDS}
 
         # secrets never reach disk
         for f in out.rglob("*"):
