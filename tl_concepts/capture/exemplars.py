@@ -48,7 +48,7 @@ class ExemplarConfig:
     n_negative: int = 0
     """Most negative contexts (by min activation); 0 to skip."""
     seed: int = 0
-    """Seed of the random and quantile draws (per unit: ``[seed, unit]``)."""
+    """Seed of the random and quantile draws."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +67,11 @@ def _deal(order: np.ndarray, counts: list[int]) -> list[np.ndarray]:
 
 
 def select_exemplars(ctx_max: np.ndarray, ctx_min: np.ndarray | None, cfg: ExemplarConfig) -> dict[str, np.ndarray]:
-    """Pick exemplar contexts for every unit. Returns name -> int64 [d, n] context ids."""
+    """Pick exemplar contexts for every unit. Returns name -> int64 [d, n] context ids.
+
+    Vectorised over units: one sort per kind of draw over the [n_contexts, d] table.
+    """
+    ctx_max = np.asarray(ctx_max, np.float64)
     n_ctx, d = ctx_max.shape
     top_counts = [cfg.n_train_top, cfg.n_calibration_top, cfg.n_test_top]
     rnd_counts = [cfg.n_train_random, cfg.n_calibration_random, cfg.n_test_random]
@@ -77,44 +81,47 @@ def select_exemplars(ctx_max: np.ndarray, ctx_min: np.ndarray | None, cfg: Exemp
     out["negative"] = np.full((d, cfg.n_negative), -1, np.int64)
     if n_ctx == 0:
         return out
-    kk = min(k, n_ctx)
+    cols = np.arange(d)
+    used = np.zeros((n_ctx, d), bool)
     # top-k per unit, ties broken by context index (stable sort on the negated values)
+    kk = min(k, n_ctx)
+    top = np.argsort(-ctx_max, axis=0, kind="stable")[:kk]  # [kk, d]
     if kk:
-        top = np.argsort(-np.asarray(ctx_max, np.float64), axis=0, kind="stable")[:kk].T  # [d, kk]
-    else:
-        top = np.zeros((d, 0), np.int64)
-    neg = None
-    if cfg.n_negative and ctx_min is not None:
-        n_cand = cfg.n_negative + kk + sum(rnd_counts) + cfg.n_quantile_bins * cfg.n_per_quantile
-        neg = np.argsort(np.asarray(ctx_min, np.float64), axis=0, kind="stable")[:n_cand].T
-    all_ctx = np.arange(n_ctx)
-    for u in range(d):
-        for name, arr in zip(SPLITS[:3], _deal(top[u], top_counts) if k else [np.zeros(0, np.int64)] * 3):
-            out[name][u, : len(arr)] = arr
-        used = np.zeros(n_ctx, bool)
-        used[top[u]] = True
-        rng = np.random.default_rng([cfg.seed, u])
-        free = all_ctx[~used]
-        n_rnd = sum(rnd_counts)
-        pick = rng.permutation(free)[:n_rnd] if n_rnd else np.zeros(0, np.int64)
-        used[pick] = True
+        slots = _deal(np.arange(kk), top_counts)  # which ranks go to which split (same for all units)
+        for name, ranks in zip(SPLITS[:3], slots):
+            ok = ranks[ranks >= 0]
+            out[name][:, : len(ok)] = top[ok].T
+        used[top, cols] = True
+    rng = np.random.default_rng(cfg.seed)
+    # random contexts: the unused contexts with the smallest random keys
+    n_rnd = min(sum(rnd_counts), n_ctx - kk)
+    if n_rnd > 0:
+        keys = np.where(used, np.inf, rng.random((n_ctx, d)))
+        pick = np.argsort(keys, axis=0)[:n_rnd]  # [n_rnd, d]
+        used[pick, cols] = True
         off = 0
         for name, c in zip(SPLITS[3:], rnd_counts):
             part = pick[off: off + c]
-            out[name][u, : len(part)] = part
-            off += c
-        if cfg.n_quantile_bins and cfg.n_per_quantile:
-            free = all_ctx[~used]
-            if len(free):
-                vals = np.asarray(ctx_max[free, u], np.float64)
-                order = free[np.argsort(vals, kind="stable")]
-                for b, chunk in enumerate(np.array_split(order, cfg.n_quantile_bins)):
-                    if len(chunk):
-                        s = rng.choice(chunk, size=min(cfg.n_per_quantile, len(chunk)), replace=False)
-                        out["quantile"][u, b, : len(s)] = s
-                        used[s] = True
-        if neg is not None:
-            # the most negative contexts not already used for this unit
-            cand = [int(c) for c in neg[u] if not used[c]][: cfg.n_negative]
-            out["negative"][u, : len(cand)] = cand
+            out[name][:, : len(part)] = part.T
+            off += len(part)
+    # quantile bins of the per-context max over the contexts still unused
+    n_free = n_ctx - kk - max(n_rnd, 0)
+    if cfg.n_quantile_bins and cfg.n_per_quantile and n_free > 0:
+        by_value = np.argsort(np.where(used, np.inf, ctx_max), axis=0, kind="stable")[:n_free]  # [n_free, d]
+        bins = np.array_split(np.arange(n_free), cfg.n_quantile_bins)
+        keys = rng.random((n_free, d))
+        for b, ranks in enumerate(bins):
+            if not len(ranks):
+                continue
+            take = min(cfg.n_per_quantile, len(ranks))
+            chosen = ranks[np.argsort(keys[ranks], axis=0)[:take]]  # [take, d] ranks within the bin
+            ctx = by_value[chosen, cols]
+            out["quantile"][:, b, :take] = ctx.T
+            used[ctx, cols] = True
+    if cfg.n_negative and ctx_min is not None:
+        # the most negative contexts not already used for this unit
+        neg_keys = np.where(used, np.inf, np.asarray(ctx_min, np.float64))
+        n_neg = min(cfg.n_negative, n_ctx - int(used[:, 0].sum()))
+        if n_neg > 0:
+            out["negative"][:, :n_neg] = np.argsort(neg_keys, axis=0, kind="stable")[:n_neg].T
     return out

@@ -19,6 +19,7 @@ import hashlib
 import json
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -197,7 +198,8 @@ def capture(
             "sentence": windows.sentence, "word_id": windows.word_id, "position": windows.position})
         _words_tables(corpus, out)
         uniq = np.unique(windows.token_id)
-        write_json(out / "token_text.json", {int(t): model.tokenizer.decode([int(t)]) for t in uniq})
+        texts = model.tokenizer.batch_decode([[int(t)] for t in uniq])
+        write_json(out / "token_text.json", {int(t): x for t, x in zip(uniq, texts)})
         write_json(out / "manifest.json", manifest)
 
     t0 = time.time()
@@ -241,69 +243,84 @@ def _run_pass(model: Any, windows: Windows, cfg: CaptureConfig, prefix: list[int
     bar = tqdm(total=windows.n_tokens, initial=int(windows.window_start[start_window]), unit="tok",
                desc="capture", disable=not progress)
 
-    def flush(last_window: int) -> None:
-        nonlocal buf, buf_rows, shard_first
-        if shard_first >= last_window:
-            return
-        i = len(manifest["shards"])
+    # Shards are written by one background thread while the model runs the next batches;
+    # at most one write is in flight, and shards are listed in the manifest in order.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tl-concepts-shard-writer")
+    pending: list[Future] = []
+    n_shards = len(manifest["shards"])
+
+    def write_shard(i: int, parts: dict[str, list[np.ndarray]], first: int, last: int) -> None:
         fname = f"shard-{i:05d}.safetensors"
-        tensors = {k: np.concatenate(v) for k, v in buf.items()}
+        tensors = {k: np.concatenate(v) for k, v in parts.items()}
         try:
-            write_tensors(out / "shards" / fname, tensors,
-                          metadata={"windows": f"{shard_first},{last_window}"})
+            write_tensors(out / "shards" / fname, tensors, metadata={"windows": f"{first},{last}"})
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise OSError(e.errno, f"disk full while writing {fname}: the store in {out} keeps its "
                               f"{i} finished shards; free space and rerun the same capture to resume") from e
             raise
-        rows = [int(windows.window_start[shard_first]), int(windows.window_start[last_window])]
-        manifest["shards"].append({"file": fname, "windows": [shard_first, last_window], "rows": rows})
+        rows = [int(windows.window_start[first]), int(windows.window_start[last])]
+        manifest["shards"].append({"file": fname, "windows": [first, last], "rows": rows})
         write_json(out / "manifest.json", manifest)
+
+    def wait_pending() -> None:
+        while pending:
+            pending.pop(0).result()  # re-raises a failed write here, in the capture thread
+
+    def flush(last_window: int) -> None:
+        nonlocal buf, buf_rows, shard_first, n_shards
+        if shard_first >= last_window:
+            return
+        wait_pending()
+        pending.append(writer.submit(write_shard, n_shards, buf, shard_first, last_window))
+        n_shards += 1
         buf, buf_rows, shard_first = {}, 0, last_window
 
     fwd_hooks = [(h, make_hook(h)) for h in hooks]
-    with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
-        for b0 in range(start_window, n_win, cfg.batch_size):
-            b1 = min(b0 + cfg.batch_size, n_win)
-            lens = [int(windows.window_start[i + 1] - windows.window_start[i]) for i in range(b0, b1)]
-            T = n_pre + max(lens) + len(suffix)
-            ids = torch.full((b1 - b0, T), pad, dtype=torch.long)
-            mask = torch.zeros((b1 - b0, T), dtype=torch.long)
-            keep = torch.zeros((b1 - b0, T), dtype=torch.bool)
-            for j, i in enumerate(range(b0, b1)):
-                seq = prefix + windows.token_id[windows.window(i)].tolist() + suffix
-                ids[j, : len(seq)] = torch.tensor(seq)
-                mask[j, : len(seq)] = 1
-                keep[j, n_pre: n_pre + lens[j]] = True
-            captured.clear()
-            try:
-                adapters.forward_for_hooks(model, ids.to(device), mask.to(device))
-            except _Stop:
-                pass
-            missing = [h for h in hooks if h not in captured]
-            if missing:
-                raise RuntimeError(f"hook(s) {missing} did not fire in the forward pass; they are not "
-                                   "reachable for this model's input (use a per-token hook point)")
-            for h in hooks:
-                t = captured[h]
-                if t.dim() != 3 or tuple(t.shape[:2]) != (b1 - b0, T):
-                    raise ValueError(f"hook '{h}' gives a tensor of shape {tuple(t.shape)}, not per-token "
-                                     f"[batch, pos, d] = [{b1 - b0}, {T}, d]; pick a per-token hook such as "
-                                     "blocks.L.mlp.hook_post or blocks.L.hook_resid_post")
-                t = t.float().cpu()
-                buf.setdefault(f"act.{h}", []).append(t[keep].numpy().astype(store_dtype))
-                kf = keep.unsqueeze(-1)
-                buf.setdefault(f"max.{h}", []).append(
-                    t.masked_fill(~kf, float("-inf")).amax(1).numpy().astype(np.float32))
-                buf.setdefault(f"min.{h}", []).append(
-                    t.masked_fill(~kf, float("inf")).amin(1).numpy().astype(np.float32))
-                manifest["hooks"].setdefault(h, {"d": int(t.shape[-1]), "dtype": cfg.dtype})
-            buf_rows += sum(lens)
-            bar.update(sum(lens))
-            if buf_rows >= cfg.shard_tokens:
-                flush(b1)
-        flush(n_win)
-    bar.close()
+    try:
+        with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
+            for b0 in range(start_window, n_win, cfg.batch_size):
+                b1 = min(b0 + cfg.batch_size, n_win)
+                lens = [int(windows.window_start[i + 1] - windows.window_start[i]) for i in range(b0, b1)]
+                T = n_pre + max(lens) + len(suffix)
+                ids = torch.full((b1 - b0, T), pad, dtype=torch.long)
+                mask = torch.zeros((b1 - b0, T), dtype=torch.long)
+                keep = torch.zeros((b1 - b0, T), dtype=torch.bool)
+                for j, i in enumerate(range(b0, b1)):
+                    seq = prefix + windows.token_id[windows.window(i)].tolist() + suffix
+                    ids[j, : len(seq)] = torch.tensor(seq)
+                    mask[j, : len(seq)] = 1
+                    keep[j, n_pre: n_pre + lens[j]] = True
+                offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])  # first row of each window
+                captured.clear()
+                try:
+                    adapters.forward_for_hooks(model, ids.to(device), mask.to(device))
+                except _Stop:
+                    pass
+                missing = [h for h in hooks if h not in captured]
+                if missing:
+                    raise RuntimeError(f"hook(s) {missing} did not fire in the forward pass; they are not "
+                                       "reachable for this model's input (use a per-token hook point)")
+                for h in hooks:
+                    t = captured[h]
+                    if t.dim() != 3 or tuple(t.shape[:2]) != (b1 - b0, T):
+                        raise ValueError(f"hook '{h}' gives a tensor of shape {tuple(t.shape)}, not per-token "
+                                         f"[batch, pos, d] = [{b1 - b0}, {T}, d]; pick a per-token hook such as "
+                                         "blocks.L.mlp.hook_post or blocks.L.hook_resid_post")
+                    rows = t[keep].float().cpu().numpy()  # [tokens of the batch, d], windows in order
+                    buf.setdefault(f"act.{h}", []).append(rows.astype(store_dtype, copy=False))
+                    buf.setdefault(f"max.{h}", []).append(np.maximum.reduceat(rows, offsets, axis=0))
+                    buf.setdefault(f"min.{h}", []).append(np.minimum.reduceat(rows, offsets, axis=0))
+                    manifest["hooks"].setdefault(h, {"d": int(t.shape[-1]), "dtype": cfg.dtype})
+                buf_rows += sum(lens)
+                bar.update(sum(lens))
+                if buf_rows >= cfg.shard_tokens:
+                    flush(b1)
+            flush(n_win)
+        wait_pending()
+    finally:
+        writer.shutdown(wait=True)
+        bar.close()
 
 
 def _mine(out: Path, manifest: dict[str, Any], cfg: CaptureConfig) -> None:
