@@ -12,6 +12,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -20,8 +21,8 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.in
            "I32": np.int32, "BF16": None, "U8": np.uint8, "I8": np.int8, "BOOL": np.bool_}
 
 
-def write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` to ``path`` atomically (temp file, fsync, rename).
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Run ``write(tmp_path)``, fsync the file and rename it to ``path``.
 
     A reader never sees a half-written file under the final name; on any error (a full
     disk included) the temp file is removed and the error re-raised.
@@ -31,7 +32,7 @@ def write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: di
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata)
+        write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -41,6 +42,12 @@ def write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: di
         except FileNotFoundError:
             pass
         raise
+
+
+def write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` to a safetensors file atomically (see :func:`atomic_write`)."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
 
 
 def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
@@ -66,19 +73,6 @@ def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def write_json(path: str | Path, obj: object) -> None:
-    """Write JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write JSON atomically (see :func:`atomic_write`)."""
+    text = json.dumps(obj, indent=1, ensure_ascii=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
