@@ -98,6 +98,21 @@ def _words_tables(corpus: Corpus, out: Path) -> None:
         tmp.replace(out / f"{name}.parquet")
 
 
+def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Display text of single tokens, with the space before a word kept and continuation
+    pieces joined: WordPiece ``##s`` -> ``s`` and ``cat`` -> `` cat``; SentencePiece ``▁cat``
+    -> `` cat``; byte-level BPE decodes as it is (``Ġcat`` -> `` cat``)."""
+    ids = [int(i) for i in ids]
+    backend = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    if type(backend).__name__ == "WordPiece":
+        prefix = getattr(backend, "continuing_subword_prefix", "##") or "##"
+        return [p[len(prefix):] if p.startswith(prefix) else f" {p}" for p in pieces]
+    if any(isinstance(p, str) and "\u2581" in p for p in pieces):
+        return [p.replace("\u2581", " ") for p in pieces]
+    return tokenizer.batch_decode([[i] for i in ids])
+
+
 def _prepare_dir(out: Path, manifest: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """Return the existing manifest to resume from, or None for a fresh start."""
     mf = out / "manifest.json"
@@ -198,8 +213,7 @@ def capture(
             "sentence": windows.sentence, "word_id": windows.word_id, "position": windows.position})
         _words_tables(corpus, out)
         uniq = np.unique(windows.token_id)
-        texts = model.tokenizer.batch_decode([[int(t)] for t in uniq])
-        write_json(out / "token_text.json", {int(t): x for t, x in zip(uniq, texts)})
+        write_json(out / "token_text.json", dict(zip(map(int, uniq), token_texts(model.tokenizer, uniq))))
         write_json(out / "manifest.json", manifest)
 
     t0 = time.time()

@@ -60,8 +60,10 @@ def scatter_svg(points: Sequence[tuple[float, float]], *, x_name: str, y_name: s
     above = sum(1 for x, y in points if y > x)
     parts = [f"<svg class=plot xmlns='http://www.w3.org/2000/svg' width='{W}' height='{H}' role=img "
              f"aria-label='{html.escape(y_name)} against {html.escape(x_name)}'>",
-             f"<text x='{W / 2}' y='16' text-anchor=middle font-size='13'>{html.escape(y_name)} vs "
-             f"{html.escape(x_name)} ({above} of {len(points)} above the diagonal)</text>",
+             f"<text x='{W / 2}' y='14' text-anchor=middle font-size='12'>{html.escape(y_name)} (y) vs "
+             f"{html.escape(x_name)} (x)</text>",
+             f"<text x='{W / 2}' y='28' text-anchor=middle font-size='11'>{above} of {len(points)} above "
+             "the diagonal</text>",
              f"<rect x='{PAD}' y='{PAD}' width='{W - 2 * PAD}' height='{H - 2 * PAD}' fill='none' stroke='#444'/>",
              f"<line x1='{sx(lo):.1f}' y1='{sy(lo):.1f}' x2='{sx(hi):.1f}' y2='{sy(hi):.1f}' stroke='#aaa' "
              "stroke-dasharray='4 3'/>"]
