@@ -71,6 +71,14 @@ def _stage(name: str, log: list[dict[str, Any]], fn: Callable[[], Any], progress
     return result
 
 
+def _usage_line(ledger: dict[str, Any]) -> str:
+    t = ledger.get("totals", {})
+    fails = sum((t.get("failures") or {}).values())
+    return (f"{t.get('requests', 0)} requests, {t.get('cache_hits', 0)} cache hits, "
+            f"{t.get('prompt_tokens', 0):,} prompt + {t.get('completion_tokens', 0):,} completion tokens, "
+            f"{fails} failures")
+
+
 def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
     """Run every stage; returns paths and headline figures (also saved as ``run.json``)."""
     from tl_concepts import models
@@ -145,7 +153,8 @@ def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
     report = _stage("report", stages, lambda: build_report(
         out / "report", explanations=str(out / "explain"), concepts=concept_set,
         meta={"model": cfg.model, "corpus": f"{cfg.corpus} ({store.manifest['corpus']['n_docs']} docs)",
-              "layer": cfg.layer, "LLM": cfg.llm or "in-process SmolLM2-135M-Instruct"}), cfg.progress)
+              "layer": cfg.layer, "LLM": cfg.llm or "in-process SmolLM2-135M-Instruct",
+              "LLM usage (this invocation)": _usage_line(ledger)}), cfg.progress)
 
     published = {}
     if cfg.push_to_hub:
