@@ -101,12 +101,14 @@ def test_parse_units():
 
 
 def test_explain_live_model(tiny_bridge, tmp_path):
+    from tl_concepts.capture import ExemplarConfig
     from tl_concepts.explain.runner import explain_model
 
     texts = [f"the cat sat on mat number {i} and the dog ran home" for i in range(30)]
     res = explain_model(tiny_bridge, texts, "blocks.0.mlp.hook_post", [0, 1], RuleLLM(["digits"]),
                         _cfg(tmp_path, min_activating=1, detection=False, fuzzing=False),
-                        ctx_len=8, n_top=9, n_random=6)
+                        ctx_len=8, exemplars=ExemplarConfig(n_train_top=3, n_calibration_top=3, n_test_top=3,
+                                                            n_calibration_random=2, n_test_random=2))
     assert [r["unit"] for r in res] == [0, 1]
     assert all(r["status"] in ("ok", "too_few_activating") for r in res)
     ok = [r for r in res if r["status"] == "ok"]

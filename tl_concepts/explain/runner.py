@@ -413,25 +413,25 @@ def explain_model(
     config: ExplainConfig,
     *,
     ctx_len: int = 64,
-    n_top: int = 30,
-    n_random: int = 30,
+    exemplars: Any = None,
     simulator_llm: LLM | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`run_explain` on a live TransformerLens model, without writing a store.
+    """:func:`run_explain` on a live TransformerLens model.
 
-    Runs ``model`` over ``texts`` once (only ``hook`` kept), mines disjoint records per
-    unit (:func:`tl_concepts.explain.units.unit_records_from_model`) and explains them.
-    For large corpora capture a store first and use :func:`explain_store`.
+    Captures ``hook`` over ``texts`` into ``<out_dir>/store`` with
+    :func:`tl_concepts.capture.capture` (texts are split into ``ctx_len``-token contexts,
+    never cut; the capture resumes like any other) and explains the units from that store.
+    ``exemplars``: a :class:`tl_concepts.capture.ExemplarConfig` (default: its defaults).
 
     Example:
         >>> explain_model(model, texts, "blocks.5.mlp.hook_post", range(10), llm,
         ...               ExplainConfig("runs/live"))                           # doctest: +SKIP
     """
-    from tl_concepts.explain.units import unit_records_from_model
+    from tl_concepts.capture import ExemplarConfig, capture
 
-    recs = unit_records_from_model(model, texts, hook, list(units), ctx_len=ctx_len, n_top=n_top,
-                                   n_random=n_random, seed=config.seed)
-    return run_explain(recs, explainer_llm, config, simulator_llm=simulator_llm)
+    store = capture(model, list(texts), [hook], Path(config.out_dir) / "store", context_tokens=ctx_len,
+                    exemplars=exemplars or ExemplarConfig(), progress=config.progress)
+    return explain_store(store, hook, list(units), explainer_llm, config, simulator_llm=simulator_llm)
 
 
 def parse_units(spec: str) -> list[int]:
