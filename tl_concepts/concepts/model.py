@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import numpy as np
+from tl_concepts.atomic import atomic_write, write_text
 
 from .tree import ConceptTree
 
@@ -201,11 +201,7 @@ class ConceptSet:
                                                     default=_json_default))
         arrays = ({"linkage": self.tree.linkage, "leaf_of_point": self.tree.leaf_of_point}
                   if self.tree is not None else {"assignment": self.assignment})
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, d / "tree.npz")
+        atomic_write(d / "tree.npz", lambda tmp: _savez(tmp, arrays))
         return d
 
     @classmethod
@@ -232,21 +228,11 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a temp name
+        np.savez(f, **arrays)
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file and ``os.replace`` (normal file mode)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` atomically."""
+    write_text(path, text)

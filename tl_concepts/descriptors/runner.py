@@ -22,13 +22,12 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tl_concepts.atomic import atomic_write, write_json
 
 from .embed import Embedder, MiniLMEmbedder
 from .generate import SentenceDescriptors, generate_descriptors
@@ -125,14 +124,7 @@ def _gold_entries(path: str, vocab: Vocabulary) -> dict[int, set[int]]:
 
 
 def _save_parquet(ds: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        ds.to_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, ds.to_parquet)
 
 
 def describe_neurons(records: list[SentenceDescriptors], activations: np.ndarray, vocab: Vocabulary,
@@ -212,9 +204,7 @@ def run_descriptors(cfg: DescriptorsConfig, *, llm: Any = None, embed: Embedder 
         metrics=metrics)
     for name in ("sentences", "vocabulary", "mapping"):
         _save_parquet(getattr(res, name), out / f"{name}.parquet")
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1), encoding="utf-8")
-    os.replace(tmp, out / "metrics.json")
+    write_json(out / "metrics.json", metrics, ensure_ascii=True)
     return res
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tl_concepts.atomic import write_json
 
 from .embed import Embedder
 
@@ -75,14 +75,8 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write as JSON (atomic)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"distance_threshold": self.distance_threshold, "embedder": self.embedder,
-                       "clusters": [asdict(c) for c in self.clusters]}, f, ensure_ascii=False, indent=1)
-        os.replace(tmp, p)
-        return p
+        return write_json(path, {"distance_threshold": self.distance_threshold, "embedder": self.embedder,
+                                 "clusters": [asdict(c) for c in self.clusters]})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, SIMULATE_TEM
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.simulators import AllAtOnceSimulator, JsonSimulator, Simulator
 from tl_concepts.explain.units import n_activating, split_overlaps
+from tl_concepts.atomic import write_json
 
 UnitSource = Union[UnitRecords, tuple[str, Union[UnitRecords, Callable[[], UnitRecords]]]]
 
@@ -112,17 +112,7 @@ def unit_path(out_dir: str | os.PathLike, key: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to a temp file in the same folder, then ``os.replace`` it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_json(path, obj, indent=1, ensure_ascii=True, allow_nan=False, default=_json_default)
 
 
 def _json_default(o: Any) -> Any:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from tl_concepts.atomic import replacing_dir
 
 from .cards import CardMeta, card_body, merge_with_hub_readme, parse_metadata, render_card
 from .schemas import stage_metrics, to_dataset
@@ -203,23 +202,11 @@ def save_local(kind: str, data: Any, meta: CardMeta, out_dir: str | os.PathLike,
         configs.append({"config_name": "sentences", "data_files": [{"split": "train", "path": SENTENCES_FILE}]})
     meta_yaml["configs"] = configs
     text = f"---\n{yaml.safe_dump(meta_yaml, sort_keys=False, allow_unicode=True)}---\n{card_body(card)}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with replacing_dir(out) as tmp:
         (tmp / "data").mkdir()
         ds.to_parquet(str(tmp / DATA_FILE))
         if sent is not None:
             (tmp / "sentences").mkdir()
             sent.to_parquet(str(tmp / SENTENCES_FILE))
         (tmp / "README.md").write_text(text, encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

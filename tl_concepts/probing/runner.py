@@ -29,8 +29,6 @@ Example:
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
+from tl_concepts.atomic import atomic_write
 
 from .data import LabelledData, ProbingInputError, binary_task
 from .labels import LabelledWords, load_labelled
@@ -111,16 +110,7 @@ class RankConfig:
 def _save(ds: Any, out: str | None, name: str) -> None:
     if out is None:
         return
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        ds.to_parquet(tmp)
-        os.replace(tmp, d / name)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(Path(out) / name, ds.to_parquet)
 
 
 def _kept(lw: LabelledWords, min_size: int, max_labels: int | None) -> list[str]:

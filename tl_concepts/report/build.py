@@ -20,10 +20,9 @@ import html
 import math
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
+from tl_concepts.atomic import replacing_dir
 
 from .svg import histogram_svg, scatter_svg
 
@@ -315,9 +314,7 @@ def build_report(out_dir: str | os.PathLike, *, explanations: Any = None, concep
     rows = _explanation_rows(explanations)
     crow, text, anc = _concept_input(concepts, sentences)
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with replacing_dir(out) as tmp:
         (tmp / "units").mkdir()
         (tmp / "style.css").write_text(CSS, encoding="utf-8")
         (tmp / "report.js").write_text(JS, encoding="utf-8")
@@ -326,14 +323,4 @@ def build_report(out_dir: str | os.PathLike, *, explanations: Any = None, concep
             (tmp / "units" / unit_file(r["key"])).write_text(_unit_page(r, max_records), encoding="utf-8")
         if crow:
             (tmp / "concepts.html").write_text(_concepts_page(crow, text, anc, max_members), encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / "index.html"
