@@ -27,3 +27,33 @@ def build_tokenizer(tmp):
     return tok
 
 
+
+
+def label_file(store, path):
+    """Write word_id -> label (num / cap / the) for a capture's words, as run_probes reads it."""
+    import csv
+
+    words = store.words()
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["word_id", "label"])
+        for wid, text in zip(words["word_id"], words["text"]):
+            t = text.strip(".,")
+            lab = "num" if t.isdigit() else "cap" if t[:1].isupper() else "the" if t.lower() == "the" else ""
+            if lab:
+                w.writerow([int(wid), lab])
+    return str(path)
+
+
+def hash_embed(texts):
+    """Deterministic stand-in for MiniLM: near-identical vectors for texts sharing a first word."""
+    import hashlib
+
+    import numpy as np
+
+    out = []
+    for t in texts:
+        rng = np.random.default_rng(int(hashlib.sha1(t.split()[0].encode()).hexdigest()[:8], 16))
+        v = rng.normal(size=32)
+        out.append(v / np.linalg.norm(v))
+    return np.asarray(out, np.float32)

@@ -2,7 +2,6 @@
 and the whole stage on a tiny capture."""
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.standins.openai_server import OpenAIStandin, Reply  # noqa: E402
-from tiny_models import TEXTS  # noqa: E402
+from tiny_models import TEXTS, hash_embed  # noqa: E402
 from tl_concepts.descriptors import (CorpusTooSmallError, DescriptorsConfig, generate_descriptors,  # noqa: E402
                                      read_records, run_descriptors, summary_table)
 from tl_concepts.llm import get_llm  # noqa: E402
@@ -68,16 +67,6 @@ def test_generation_records_failures_and_resumes(tmp_path):
         assert sentence_of(srv.posts("/chat/completions")[-1]) == sentences[10]
         assert {r.sentence: r.status for r in recs2} == {10: "ok", 11: "unparseable", 12: "ok", 13: "ok"}
         assert read_records(path)[10].descriptors == ["animals", "news"]
-
-
-def hash_embed(texts):
-    """Deterministic stand-in for MiniLM: near-identical vectors for texts sharing a first word."""
-    out = []
-    for t in texts:
-        rng = np.random.default_rng(int(hashlib.sha1(t.split()[0].encode()).hexdigest()[:8], 16))
-        v = rng.normal(size=32)
-        out.append(v / np.linalg.norm(v))
-    return np.asarray(out, np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -79,21 +79,7 @@ DESCRIPTORS = [
 
 
 # -- real producers on a tiny capture (tiny_bridge) --------------------------------------------
-def label_file(store, path: Path) -> str:
-    """word_id -> label (num / cap / the) of a capture's words, as run_probes reads it."""
-    import csv
-
-    words = store.words()
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t")
-        w.writerow(["word_id", "label"])
-        for wid, text in zip(words["word_id"], words["text"]):
-            t = text.strip(".,")
-            lab = "num" if t.isdigit() else "cap" if t[:1].isupper() else "the" if t.lower() == "the" else ""
-            if lab:
-                w.writerow([int(wid), lab])
-    return str(path)
-
+from tiny_models import hash_embed, label_file  # noqa: E402,F401  (shared with tests/probing, tests/descriptors)
 
 TOPICS = {"cat": "animals", "dog": "animals", "market": "finance", "bank": "finance", "fire": "disaster",
           "minister": "politics", "rain": "weather", "sunny": "weather"}
@@ -108,17 +94,3 @@ def descriptor_reply(request):
     s = json.loads(request["json"]["messages"][-1]["content"].split("Sentence: ", 1)[1]).lower()
     tags = sorted({t for k, t in TOPICS.items() if k in s}) or ["other"]
     return Reply.chat(json.dumps(tags + ["news"]))
-
-
-def hash_embed(texts):
-    """Deterministic stand-in for MiniLM: near-identical vectors for texts sharing a first word."""
-    import hashlib
-
-    import numpy as np
-
-    out = []
-    for t in texts:
-        rng = np.random.default_rng(int(hashlib.sha1(t.split()[0].encode()).hexdigest()[:8], 16))
-        v = rng.normal(size=32)
-        out.append(v / np.linalg.norm(v))
-    return np.asarray(out, np.float32)

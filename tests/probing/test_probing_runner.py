@@ -1,9 +1,7 @@
-import csv
-
 import numpy as np
 import pytest
 
-from tiny_models import TEXTS
+from tiny_models import TEXTS, label_file
 from tl_concepts.probing import ProbeOptions, ProbingInputError
 from tl_concepts.probing.labels import load_labelled
 from tl_concepts.probing.runner import (ProbeConfig, RankConfig, probe_summary_table, rank_summary_table,
@@ -20,21 +18,8 @@ def store(tiny_bridge, tmp_path_factory):
                    context_tokens=32, progress=False)
 
 
-def _label_file(store, path):
-    words = store.words()
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t")
-        w.writerow(["word_id", "label"])
-        for wid, text in zip(words["word_id"], words["text"]):
-            t = text.strip(".,")
-            lab = "num" if t.isdigit() else "cap" if t[:1].isupper() else "the" if t.lower() == "the" else ""
-            if lab:
-                w.writerow([int(wid), lab])
-    return str(path)
-
-
 def test_probe_and_rank_runners_on_a_capture(store, tmp_path):
-    src = _label_file(store, tmp_path / "labels.tsv")
+    src = label_file(store, tmp_path / "labels.tsv")
     cfg = ProbeConfig(store=str(store.path), hook=HOOK, labels=src, min_size=5, out=str(tmp_path / "out"),
                       options=ProbeOptions(c_grid=(1.0,)))
     ds = run_probes(cfg, progress=False)
@@ -88,14 +73,14 @@ def test_label_source_errors(store, tmp_path):
     with pytest.raises(ProbingInputError, match="not words of this store"):
         load_labelled(store, HOOK, str(p))
     with pytest.raises(ProbingInputError, match="no label"):
-        run_probes(ProbeConfig(store=str(store.path), hook=HOOK, labels=_label_file(store, tmp_path / "l.tsv"),
+        run_probes(ProbeConfig(store=str(store.path), hook=HOOK, labels=label_file(store, tmp_path / "l.tsv"),
                                min_size=10_000), progress=False)
 
 
 def test_cli_probe_and_rank(store, tmp_path, capsys):
     from tl_concepts.probing.cli import main
 
-    src = _label_file(store, tmp_path / "labels.tsv")
+    src = label_file(store, tmp_path / "labels.tsv")
     assert main(["probe", "--store", str(store.path), "--hook", HOOK, "--labels", src, "--min-size", "5",
                  "--c-grid", "1", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     text = capsys.readouterr().out
