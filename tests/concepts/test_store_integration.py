@@ -1,6 +1,4 @@
 """Concepts from a real capture store (tiny GPT-2 built from a config, TransformerBridge)."""
-import numpy as np
-import pytest
 
 from tl_concepts.concepts import ConceptsConfig, discover_concepts, from_store, write_tcn, read_tcn
 from tl_concepts.concepts.filters import FilterConfig
@@ -13,7 +11,7 @@ TEXTS = [
 ] * 3
 
 
-def test_discover_from_capture_store(tiny_bridge, tmp_path):
+def test_discover_from_capture_store(tiny_bridge, tmp_path, capsys):
     from tl_concepts.capture import capture
 
     store = capture(tiny_bridge, TEXTS, ["blocks.1.hook_resid_post", "blocks.1.mlp.hook_post"], tmp_path / "run",
@@ -40,12 +38,13 @@ def test_discover_from_capture_store(tiny_bridge, tmp_path):
     mlp = from_store(store, "blocks.1.mlp.hook_post", agg="mean")
     assert mlp.dim == 128
     # the CLI subcommand on the same store (no LLM): discovery + alignment summary
-    from tl_concepts.concepts.cli import main
+    from tl_concepts.cli import main
 
-    assert main(["--store", str(tmp_path / "run"), "--layer", "1", "-k", "4", "--agg", "last", "--min-count", "2",
+    assert main(["concepts", "--store", str(tmp_path / "run"), "--layer", "1", "-k", "4", "--agg", "last", "--min-count", "2",
                  "--max-per-type", "2", "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     assert (tmp_path / "cli" / "meta.json").exists() and (tmp_path / "cli" / "evaluation.json").exists()
-    with pytest.raises(ValueError, match="K=999"):
-        main(["--store", str(tmp_path / "run"), "--layer", "1", "-k", "999", "--no-progress",
-              "--out", str(tmp_path / "cli2")])
+    capsys.readouterr()
+    assert main(["concepts", "--store", str(tmp_path / "run"), "--layer", "1", "-k", "999", "--no-progress",
+                 "--out", str(tmp_path / "cli2")]) == 2
+    assert "K=999" in capsys.readouterr().err
 

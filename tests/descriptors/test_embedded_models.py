@@ -61,7 +61,7 @@ def test_cli_descriptors_with_minilm(tiny_bridge, tmp_path, capsys, embedder, mo
     from tests.standins.openai_server import OpenAIStandin, Reply
     from tiny_models import TEXTS
     from tl_concepts.capture import capture
-    from tl_concepts.descriptors.cli import main
+    from tl_concepts.cli import main
 
     store = capture(tiny_bridge, TEXTS, ["blocks.0.mlp.hook_post"], tmp_path / "run", context_tokens=32,
                     progress=False)
@@ -74,7 +74,7 @@ def test_cli_descriptors_with_minilm(tiny_bridge, tmp_path, capsys, embedder, mo
         srv.responder = respond
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         monkeypatch.setenv("TL_CONCEPTS_LLM_CACHE", str(tmp_path / "llm-cache.sqlite"))
-        rc = main(["--store", str(store.path), "--hook", "blocks.0.mlp.hook_post", "--out", str(tmp_path / "d"),
+        rc = main(["descriptors", "--store", str(store.path), "--hook", "blocks.0.mlp.hook_post", "--out", str(tmp_path / "d"),
                    "--llm", "openai:standin-model", "--base-url", srv.base_url, "--top-k", "3",
                    "--min-support", "1", "--no-progress"])
     assert rc == 0

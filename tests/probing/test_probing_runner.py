@@ -78,7 +78,7 @@ def test_label_source_errors(store, tmp_path):
 
 
 def test_cli_probe_and_rank(store, tmp_path, capsys):
-    from tl_concepts.probing.cli import main
+    from tl_concepts.cli import main
 
     src = label_file(store, tmp_path / "labels.tsv")
     assert main(["probe", "--store", str(store.path), "--hook", HOOK, "--labels", src, "--min-size", "5",

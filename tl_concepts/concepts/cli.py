@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from typing import Sequence
 
 from .filters import FilterConfig
 from .labelling import LabelOptions
@@ -78,16 +76,3 @@ def cmd_concepts(args: argparse.Namespace) -> int:
     print(summary(cs, labels, report, llm))
     print(f"written to {cfg.out_dir(cs.layer)}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the subcommand standalone: ``python -m tl_concepts.concepts.cli --store ... -k 50``."""
-    parser = argparse.ArgumentParser(prog="tl-concepts")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_concepts_parser(sub)
-    args = parser.parse_args(["concepts", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

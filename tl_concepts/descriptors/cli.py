@@ -13,8 +13,6 @@ The parser sets ``func`` to :func:`cmd_descriptors`, which returns an exit code.
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Sequence
 
 from .prompts import TEMPLATES
 
@@ -65,16 +63,3 @@ def cmd_descriptors(args: argparse.Namespace) -> int:
     print(summary_table(res))
     print(f"written to {args.out}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone: ``python -m tl_concepts.descriptors.cli --store ... --hook ... --out ...``."""
-    parser = argparse.ArgumentParser(prog="tl-concepts")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_descriptors_parser(sub)
-    args = parser.parse_args(["descriptors", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,8 +14,6 @@ Each parser sets ``func``, which returns an exit code.
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Sequence
 
 from .rankers import RANKERS
 
@@ -95,17 +93,3 @@ def cmd_rank(args: argparse.Namespace) -> int:
     if args.out:
         print(f"written to {args.out}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone: ``python -m tl_concepts.probing.cli probe --store ... --hook ...``."""
-    parser = argparse.ArgumentParser(prog="tl-concepts")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_probe_parser(sub)
-    add_rank_parser(sub)
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
