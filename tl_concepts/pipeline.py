@@ -14,7 +14,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,13 +140,13 @@ def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
         "rankings": (rankings.rankings if hasattr(rankings, "rankings") else rankings, "Neuron rankings"),
     }
 
-    def do_save():
-        paths = {}
-        for kind, (data, title) in datasets.items():
-            meta = meta_from_manifest(store.manifest, pretty_name=f"{title} ({cfg.model}, {cfg.corpus})",
+    metas = {kind: meta_from_manifest(store.manifest, pretty_name=f"{title} ({cfg.model}, {cfg.corpus})",
                                       **base_meta)
-            paths[kind] = str(save_local(kind, data, meta, out / "datasets" / kind))
-        return paths
+             for kind, (_, title) in datasets.items()}
+
+    def do_save():
+        return {kind: str(save_local(kind, data, metas[kind], out / "datasets" / kind))
+                for kind, (data, _) in datasets.items()}
 
     dataset_paths = _stage("datasets", stages, do_save, cfg.progress)
     report = _stage("report", stages, lambda: build_report(
@@ -160,10 +159,9 @@ def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
     if cfg.push_to_hub:
         def do_push():
             res = {}
-            for kind, (data, title) in datasets.items():
-                meta = meta_from_manifest(store.manifest, pretty_name=f"{title} ({cfg.model}, {cfg.corpus})",
-                                          **base_meta)
-                r = publish(kind, data, meta, f"{cfg.push_to_hub}-{kind}", private=cfg.private, token=token)
+            for kind, (data, _) in datasets.items():
+                r = publish(kind, data, metas[kind], f"{cfg.push_to_hub}-{kind}", private=cfg.private,
+                            token=token)
                 res[kind] = getattr(r, "url", None) or f"{cfg.push_to_hub}-{kind}"
             return res
         published = _stage("push to hub", stages, do_push, cfg.progress)

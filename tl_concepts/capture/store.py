@@ -206,8 +206,6 @@ class ActivationStore:
     # ---- exemplars ----------------------------------------------------------------------------
     def exemplar_ids(self, hook: str) -> dict[str, np.ndarray]:
         """Selected context ids per unit (see :func:`select_exemplars`)."""
-        from tl_concepts.capture.store import hook_file_name
-
         path = self.path / "exemplars" / f"{hook_file_name(self._hook(hook))}.safetensors"
         if not path.exists():
             raise FileNotFoundError(f"no exemplars for {hook} in {self.path}; the capture did not finish")
