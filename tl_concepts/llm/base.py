@@ -22,6 +22,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+from tl_concepts.errors import LLMError
+
 FailureKind = Literal[
     "unparseable",        # the answer came back but could not be parsed
     "refusal",            # the model refused
@@ -138,18 +140,16 @@ class Distributions:
         return out
 
 
-class LLMFatalError(RuntimeError):
-    """A configuration error that no retry can fix; it stops the job.
+LLMFatalError = LLMError
+"""A configuration error that no retry can fix; it stops the job (an alias of
+:class:`tl_concepts.errors.LLMError`; :class:`~tl_concepts.errors.LLMAuthError` and
+:class:`~tl_concepts.errors.LLMUnavailableError` are its user-facing subclasses).
 
-    Raised (not returned as a :class:`Failure`) for a wrong key (``kind="auth"``), an
-    unknown model (``"unknown_model"``), a rejected request (``"bad_request"``), an
-    unreachable server (``"unreachable"``) and a bad setup (``"config"``). The message
-    says what to fix and never contains the API key.
-    """
-
-    def __init__(self, message: str, kind: str = "config") -> None:
-        super().__init__(message)
-        self.kind = kind
+Raised (not returned as a :class:`Failure`) for a wrong key (``kind="auth"``), an
+unknown model (``"unknown_model"``), a rejected request (``"bad_request"``), an
+unreachable server (``"unreachable"``) and a bad setup (``"config"``). The message
+says what to fix and never contains the API key.
+"""
 
 
 class PositionError(ValueError):

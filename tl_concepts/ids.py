@@ -1,0 +1,26 @@
+"""The one id of a unit, used by files, datasets, the report and typed results.
+
+Example:
+    >>> from tl_concepts.ids import unit_id, parse_unit_id
+    >>> unit_id("blocks.0.mlp.hook_post", 7)
+    'blocks.0.mlp.hook_post.7'
+    >>> parse_unit_id('blocks.0.mlp.hook_post.7')
+    ('blocks.0.mlp.hook_post', 7)
+"""
+from __future__ import annotations
+
+import re
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def unit_id(hook: str, unit: int | str) -> str:
+    """``<hook>.<unit>`` with anything but letters, digits, ``_ . -`` replaced by ``_``;
+    safe as a file name and stable across runs."""
+    return _SAFE.sub("_", f"{hook}.{unit}")
+
+
+def parse_unit_id(uid: str) -> tuple[str, int | str]:
+    """Inverse of :func:`unit_id` for ids whose unit part has no dot."""
+    hook, _, unit = uid.rpartition(".")
+    return hook, int(unit) if unit.isdigit() else unit
