@@ -80,3 +80,41 @@ def replacing_dir(out: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "this folder") -> Iterator[Path]:
+    """Hold an exclusive writer lock on ``folder`` (``<folder>/.lock``) for the block.
+
+    A second writer gets :class:`tl_concepts.errors.FolderLockedError` at once, naming the
+    holder's pid; readers need no lock. The lock dies with its process (``flock``), so a
+    ``kill -9`` never leaves a stale lock.
+
+    Example:
+        >>> with folder_lock("/tmp/tl-concepts-example-lock"):   # doctest: +SKIP
+        ...     pass
+    """
+    import fcntl
+
+    from tl_concepts.errors import FolderLockedError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise FolderLockedError(
+                f"{folder} is being written by {holder}; wait for it to finish, or stop it, "
+                f"before writing {what} again") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        yield folder
+    finally:
+        f.close()  # releases the lock

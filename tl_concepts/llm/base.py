@@ -31,8 +31,25 @@ FailureKind = Literal[
     "retries_exhausted",  # 429 / 5xx / timeouts past the retry budget
     "context_overflow",   # prompt longer than the model's context (message has the numbers)
     "no_logprobs",        # the endpoint gives no logprobs for the requested operation
+    "truncated",          # the answer hit max_tokens (finish_reason "length"): never accepted
+    "transient",          # timeout, connection reset, 5xx outside the retry loop: retry later
     "error",              # anything else, with the message
 ]
+
+TRANSIENT_FAILURES: frozenset[str] = frozenset({"retries_exhausted", "transient"})
+"""Failure kinds that a later run retries by itself (the cause may be gone by then). Every
+other kind is a permanent answer for that item: kept, with its reason, until the user asks
+to retry failed items (``retry_failed=True`` / ``--retry-failed``)."""
+
+
+def is_transient(kind: str | None) -> bool:
+    """True for a failure kind (or item status) that a rerun should retry by itself.
+
+    Example:
+        >>> is_transient("retries_exhausted"), is_transient("unparseable")
+        (True, False)
+    """
+    return kind in TRANSIENT_FAILURES
 
 DistributionMethod = Literal[
     "logits",             # exact, from in-process logits
