@@ -122,7 +122,10 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-few-shot", action="store_true", help="shorter prompts without few-shot examples")
     p.add_argument("--no-detection", action="store_true", help="skip the detection and fuzzing scorers")
     p.add_argument("--concurrency", type=int, default=8, help="LLM requests in flight (default 8)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also retry units whose LLM answer failed for a permanent reason (unparseable, "
+                        "truncated, refused); transient failures are always retried")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_explain)
 
 
@@ -133,23 +136,33 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from tl_concepts.capture import ActivationStore, capture
     from tl_concepts.corpus import load_corpus
     from tl_concepts.explain import ExplainConfig, explain_store, parse_units, summary_table
+    from tl_concepts.explain.runner import check_units, check_units_for_model
     from tl_concepts.llm import get_llm
 
     out = Path(args.out)
+    units = parse_units(args.units)
+    llm = get_llm(args.llm, **({"base_url": args.base_url} if args.base_url else {}))
     if args.store:
         store = ActivationStore.open(args.store)
+        check_units(store, args.hook, units)  # before any work
     else:
+        model = models.load(args.model)
+        check_units_for_model(model, args.hook, units)
         corpus = load_corpus(args.corpus, max_docs=args.max_docs)
-        store = capture(models.load(args.model), corpus, [args.hook], out / "store", model_name=args.model,
+        store = capture(model, corpus, [args.hook], out / "store", model_name=args.model,
                         progress=not args.no_progress)
-    llm = get_llm(args.llm, **({"base_url": args.base_url} if args.base_url else {}))
     cfg = ExplainConfig(out_dir=str(out / "explain"), n_explanations=args.n_explanations,
                         few_shot=not args.no_few_shot, detection=not args.no_detection,
                         fuzzing=not args.no_detection, max_concurrency=args.concurrency,
                         progress=not args.no_progress)
-    explain_store(store, args.hook, parse_units(args.units), llm, cfg)
-    print(summary_table(cfg.out_dir))
+    res = explain_store(store, args.hook, units, llm, cfg, retry_failed=args.retry_failed)
+    print(summary_table(res))
     print(llm.ledger.summary_table())
+    crashed = [u.id for u in res if u.status == "error"]
+    if crashed:
+        print(f"tl-concepts: {len(crashed)} unit(s) hit an error (details in {cfg.out_dir}/errors/); "
+              "rerun the same command to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -170,16 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_user_error(e: BaseException) -> bool:
+    """Errors raised on purpose for bad input: ours (``TLConceptsError``, and the stages'
+    ``ValueError`` subclasses), or a file the user named that is missing or in the way."""
+    from tl_concepts.errors import TLConceptsError
+
+    if isinstance(e, TLConceptsError):
+        return True
+    if isinstance(e, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+                      PermissionError)):
+        return True
+    return isinstance(e, ValueError) and type(e).__module__.startswith("tl_concepts")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI. A user error prints one line and exits 2 (bad input) or 1 (a failed run, e.g.
+    a wrong API key); a bug prints its full traceback and exits 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError, TypeError, FileExistsError, FileNotFoundError, ModuleNotFoundError,
-            ImportError, RuntimeError, OSError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"tl-concepts: error: {msg}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("tl-concepts: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not _is_user_error(e):
+            raise  # a bug: the traceback is the report
+        print(f"tl-concepts: error: {e}", file=sys.stderr)
+        return int(getattr(e, "exit_code", 2))
 
 
 if __name__ == "__main__":

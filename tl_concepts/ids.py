@@ -14,10 +14,14 @@ import re
 _SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
+def safe_id(name: object) -> str:
+    """``name`` with anything but letters, digits, ``_ . -`` replaced by ``_`` (a file name)."""
+    return _SAFE.sub("_", str(name))
+
+
 def unit_id(hook: str, unit: int | str) -> str:
-    """``<hook>.<unit>`` with anything but letters, digits, ``_ . -`` replaced by ``_``;
-    safe as a file name and stable across runs."""
-    return _SAFE.sub("_", f"{hook}.{unit}")
+    """``<hook>.<unit>`` made safe as a file name (:func:`safe_id`); stable across runs."""
+    return safe_id(f"{hook}.{unit}")
 
 
 def parse_unit_id(uid: str) -> tuple[str, int | str]:

@@ -166,7 +166,7 @@ def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
             return res
         published = _stage("push to hub", stages, do_push, cfg.progress)
 
-    ok = [r for r in explanations if r.get("status") == "ok"]
+    ok = [r for r in explanations if r.status == "ok"]
     result = {
         "config": asdict(cfg),
         "store": str(store.path),

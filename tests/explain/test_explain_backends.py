@@ -60,10 +60,10 @@ def test_run_explain_end_to_end_against_standin(server, tmp_path):
              planted_unit("digit", unit=1, seed=2, n_top=3, n_random=3)]
     cfg = ExplainConfig(out_dir=str(tmp_path / "run"), n_bootstrap=20, progress=False)
     res = run_explain(units, _backend(server), cfg)
-    assert [r["status"] for r in res] == ["ok", "ok"]
-    assert res[0]["llm"]["explanation"]["text"] == "days of the week"
-    assert res[0]["llm"]["simulation_method"] == ["prompt_logprobs"]
-    assert res[0]["llm"]["detection"]["n_failed"] == 0
+    assert [r.status for r in res] == ["ok", "ok"]
+    assert res[0].explanation == "days of the week"
+    assert res[0].raw["llm"]["simulation_method"] == ["prompt_logprobs"]
+    assert res[0].detection["n_failed"] == 0
     ledger = [json.loads(x) for x in (tmp_path / "run" / "ledger.jsonl").read_text().splitlines()]
     assert all(x["ok"] and x["backend"] == "openai" for x in ledger)
     assert "sk-test" not in (tmp_path / "run" / "ledger.jsonl").read_text()

@@ -65,7 +65,7 @@ def test_explainer_and_runner_on_inprocess(smollm2, tmp_path):
                         fuzzing=False, min_activating=1, max_concurrency=16, few_shot=False,
                         explain_max_tokens=12)
     res = run_explain([unit], smollm2, cfg)
-    r = res[0]
+    r = res[0].raw
     assert r["status"] == "ok", r
     e = r["llm"]["explanation"]
     assert e["model"] == "smollm2-135m-instruct-q4_1" and e["text"] and e["raw"]

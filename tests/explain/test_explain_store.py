@@ -19,15 +19,15 @@ def test_explain_store_neurons_resid_and_direction(tiny_bridge, tmp_path):
                         detection=False, fuzzing=False)
     llm = RuleLLM(["digits"])
     res = explain_store(store, "blocks.1.mlp.hook_post", [0, 3], llm, cfg)
-    assert [r["key"] for r in res] == ["blocks.1.mlp.hook_post.0", "blocks.1.mlp.hook_post.3"]
+    assert [r.id for r in res] == ["blocks.1.mlp.hook_post.0", "blocks.1.mlp.hook_post.3"]
     for r in res:
-        assert r["status"] in ("ok", "too_few_activating")
-        if r["status"] == "ok":
-            sims = r["llm"]["simulations"]
+        assert r.status in ("ok", "too_few_activating")
+        if r.status == "ok":
+            sims = r.raw["llm"]["simulations"]
             docs = {(s["split"], s["start"]) for s in sims}
-            assert len(docs) == len(sims) and len(sims) == r["splits"]["test_top"] + r["splits"]["test_random"]
+            assert len(docs) == len(sims) and len(sims) == r.raw["splits"]["test_top"] + r.raw["splits"]["test_random"]
     resid = explain_store(store, "blocks.0.hook_resid_post", [5], llm, cfg)
-    assert resid[0]["hook"] == "blocks.0.hook_resid_post"
+    assert resid[0].hook == "blocks.0.hook_resid_post"
     # a direction over the residual stream equals the matching dimension's activations
     d = store.d("blocks.0.hook_resid_post")
     vec = np.zeros(d)

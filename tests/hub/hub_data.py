@@ -25,7 +25,7 @@ OTHER_TOKEN = "hf_standinMALLORYtoken987654321"
 NON_ASCII = "días de la semana — ünïcode ✓"
 
 
-def explain_results(out: Path) -> list[dict]:
+def explain_results(out: Path):
     units = [planted_unit("weekday", unit=0, seed=1), planted_unit("digit", unit=1, seed=2),
              planted_unit("past", unit=2, seed=3)]
     llm = RuleLLM(["days of the week", "digits", "<script>alert(1)</script> past-tense verbs"])

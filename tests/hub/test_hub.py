@@ -62,7 +62,7 @@ def test_explanation_objects_round_trip(hub, data, published):
     # result dicts from the Hub give the same rows as the runner's own results
     assert rows("explanations", results) == rows("explanations", data["explanations"])
     first = results[0]
-    orig = data["explanations"][0]
+    orig = data["explanations"][0].raw
     assert first["llm"]["explanation"]["text"] == orig["llm"]["explanation"]["text"] == "days of the week"
     assert first["llm"]["scores"]["all"]["correlation"] == orig["llm"]["scores"]["all"]["correlation"]
     assert first["llm"]["simulations"][0]["true"] == orig["llm"]["simulations"][0]["true"]

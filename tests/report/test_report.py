@@ -39,7 +39,7 @@ def report(stages, tmp_path_factory):
         index = build_report(out, explanations=results, concepts=cs, meta={"model": "tiny", "corpus": "planted"})
     finally:
         os.environ.pop("HF_TOKEN", None)
-    return index.parent, results, cs
+    return index.parent, results.to_dicts(), cs
 
 
 def test_files_and_unit_pages(report):

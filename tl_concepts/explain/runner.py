@@ -39,13 +39,20 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
+from tl_concepts._sync import run_sync
+from tl_concepts.atomic import folder_lock
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
-from tl_concepts.llm.base import LLM
+from tl_concepts.crash import crashpoint
+from tl_concepts.errors import ConfigError, InputError, TLConceptsError
+from tl_concepts.fingerprint import fingerprint
+from tl_concepts.ids import safe_id, unit_id
+from tl_concepts.llm.base import LLM, is_transient
 from tl_concepts.explain.calibration import LinearCalibration
 from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n
 from tl_concepts.explain.ledger import UnitMeter
 from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, SIMULATE_TEMPLATE
+from tl_concepts.explain.results import ExplanationResults
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.simulators import AllAtOnceSimulator, JsonSimulator, Simulator
 from tl_concepts.explain.units import n_activating, split_overlaps
@@ -53,7 +60,12 @@ from tl_concepts.atomic import write_json
 
 UnitSource = Union[UnitRecords, tuple[str, Union[UnitRecords, Callable[[], UnitRecords]]]]
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
+"""Version of the unit-file format (2: ``id``, ``input_key`` and ``provenance``)."""
+
+FAILED_STATUSES = frozenset({"explanation_failed", "simulation_failed"})
+"""Statuses caused by an LLM failure: retried on the next run when the failure was transient,
+kept (with its reason) otherwise unless ``retry_failed=True``."""
 
 
 @dataclass
@@ -101,8 +113,8 @@ class ExplainConfig:
 
 
 def unit_key(hook: str, unit: int | str) -> str:
-    """File-name-safe key of a unit, e.g. ``blocks.5.mlp.hook_post.17``."""
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", f"{hook}.{unit}")
+    """The unit's id (:func:`tl_concepts.ids.unit_id`), e.g. ``blocks.5.mlp.hook_post.17``."""
+    return unit_id(hook, unit)
 
 
 def unit_path(out_dir: str | os.PathLike, key: str) -> Path:
@@ -279,11 +291,58 @@ def _normalise_sources(units: Iterable[UnitSource]) -> list[tuple[str, Union[Uni
             out.append((unit_key(u.hook, u.unit), u))
         else:
             name, src = u
-            out.append((re.sub(r"[^A-Za-z0-9_.\-]", "_", str(name)), src))
+            out.append((safe_id(name), src))
     keys = [k for k, _ in out]
     if len(set(keys)) != len(keys):
         raise ValueError("two units share a name; pass (name, records) pairs with distinct names")
     return out
+
+
+def unit_inputs(unit: UnitRecords, explainer_llm: LLM, simulator_llm: LLM | None,
+                config: ExplainConfig) -> dict[str, Any]:
+    """Everything that determines a unit's result, as fingerprints and names.
+
+    A stored result is reused only when these are equal (see :func:`arun_explain`): the
+    unit's records (tokens, activations, splits), the prompt templates, the explainer and
+    simulator LLMs (backend, model, endpoint, weights) and the scoring settings.
+    """
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in ("out_dir", "progress", "max_concurrency", "max_units_in_flight")}
+    sim = simulator_llm or explainer_llm
+    return {
+        "records": fingerprint(unit),
+        "templates": {"explain": EXPLAIN_TEMPLATE.id, "simulate": SIMULATE_TEMPLATE.id},
+        "explainer": explainer_llm.cache_identity(),
+        "simulator": sim.cache_identity(),
+        "settings": settings,
+    }
+
+
+def _needs_rerun(old: dict[str, Any], input_key: str, retry_failed: bool) -> bool:
+    if old.get("input_key") != input_key:
+        return True  # computed from other inputs (or by an older version): never served
+    if old.get("status") in FAILED_STATUSES:
+        return retry_failed or any(is_transient(k) for k in _failure_kinds(old))
+    return False
+
+
+def _failure_kinds(res: dict[str, Any]) -> list[str]:
+    kinds = []
+    for part in ("llm", "baseline"):
+        ev = res.get(part) or {}
+        f = (ev.get("explanation") or {}).get("failure") or {}
+        kinds += [f.get("kind")] if f.get("kind") else []
+        kinds += [x.get("kind") for x in ev.get("failures") or [] if isinstance(x, dict)]
+    return [k for k in kinds if k]
+
+
+def _read_unit(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # unreadable: recomputed and rewritten atomically
 
 
 async def arun_explain(
@@ -292,13 +351,19 @@ async def arun_explain(
     config: ExplainConfig,
     *,
     simulator_llm: LLM | None = None,
-) -> list[dict[str, Any]]:
-    """Async :func:`run_explain`."""
+    retry_failed: bool = False,
+) -> ExplanationResults:
+    """Awaitable :func:`run_explain` (use it inside a running event loop if you prefer)."""
     out_dir = Path(config.out_dir)
+    with folder_lock(out_dir, "these explanations"):
+        return await _run_locked(units, explainer_llm, config, simulator_llm, retry_failed, out_dir)
+
+
+async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: ExplainConfig,
+                      simulator_llm: LLM | None, retry_failed: bool, out_dir: Path) -> ExplanationResults:
     (out_dir / "units").mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config.json", asdict(config))
     sources = _normalise_sources(units)
-    todo = [(k, s) for k, s in sources if not unit_path(out_dir, k).exists()]
     cap = asyncio.Semaphore(config.max_concurrency)
     unit_slots = asyncio.Semaphore(config.max_units_in_flight)
     ledger = out_dir / "ledger.jsonl"
@@ -307,35 +372,59 @@ async def arun_explain(
     if config.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(sources), initial=len(sources) - len(todo), desc="explain", unit="unit")
+        bar = tqdm(total=len(sources), desc="explain", unit="unit")
 
     async def one(key: str, src: Any) -> None:
         async with unit_slots:
             unit = src if isinstance(src, UnitRecords) else await asyncio.to_thread(src)
+            inputs = unit_inputs(unit, explainer_llm, simulator_llm, config)
+            input_key = fingerprint(inputs)
+            path = unit_path(out_dir, key)
+            old = _read_unit(path)
+            if old is not None and not _needs_rerun(old, input_key, retry_failed):
+                if bar is not None:
+                    bar.update(1)
+                return
             ex = UnitMeter(explainer_llm, cap, ledger_path=ledger, unit=key)
             sim = UnitMeter(simulator_llm, cap, ledger_path=ledger, unit=key) if simulator_llm else None
             try:
                 res = await explain_unit(unit, ex, config, simulator_llm=sim)
-            except Exception as e:  # a crash of one unit is recorded and does not stop the run
+            except TLConceptsError:
+                raise  # a wrong key, an unreachable endpoint, a bad setting: stops the run
+            except Exception as e:  # a bug hit by one unit: recorded (with its type), retried next run
                 res = {"version": RESULT_VERSION, "hook": unit.hook, "unit": unit.unit, "status": "error",
                        "message": f"{type(e).__name__}: {e}"}
-            res["key"] = key
+            res.update(id=key, key=key, input_key=input_key, provenance=inputs)
             res["llm_usage"] = {"explainer": ex.usage_dict(), **({"simulator": sim.usage_dict()} if sim else {})}
-            if res["status"] != "error":  # errors are retried on the next run
-                write_json_atomic(unit_path(out_dir, key), _clean(res))
+            if res["status"] != "error":
+                write_json_atomic(path, _clean(res))
+                (out_dir / "errors" / f"{key}.json").unlink(missing_ok=True)
             else:
                 write_json_atomic(out_dir / "errors" / f"{key}.json", _clean(res))
+                path.unlink(missing_ok=True)  # never leave an older result standing in for this one
+            crashpoint("explain.unit")
             if bar is not None:
                 bar.update(1)
 
+    tasks = [asyncio.ensure_future(one(k, s)) for k, s in sources]
     try:
-        await asyncio.gather(*(one(k, s) for k, s in todo))
+        if tasks:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
     finally:
+        for t in tasks:
+            t.cancel()
         if bar is not None:
             bar.close()
-    results = load_results(out_dir, keys=[k for k, _ in sources])
+    keys = [k for k, _ in sources]
+    results = load_results(out_dir, keys=keys, with_errors=True)
     write_json_atomic(out_dir / "ledger_summary.json", usage_summary(results))
-    return results
+    return ExplanationResults.from_dicts(results, out_dir)
 
 
 def usage_summary(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -356,24 +445,50 @@ def run_explain(
     config: ExplainConfig,
     *,
     simulator_llm: LLM | None = None,
-) -> list[dict[str, Any]]:
+    retry_failed: bool = False,
+) -> ExplanationResults:
     """Explain, simulate and score every unit; one JSON file per unit in ``config.out_dir``.
 
     ``units``: :class:`UnitRecords`, or ``(name, records_or_loader)`` pairs (a loader is
-    called when the unit starts, e.g. ``lambda: store.unit_records(hook, 3)``). Units
-    whose file exists are skipped (resume). Returns every unit's result (loaded from disk,
-    in input order; units that crashed are in ``errors/`` and missing here).
+    called when the unit starts, e.g. ``lambda: store.unit_records(hook, 3)``).
+
+    Resume: a unit's stored result is reused only when it was computed from the same inputs
+    (:func:`unit_inputs`: records, prompt templates, LLMs, settings); otherwise it is
+    recomputed. Units that failed for a transient LLM reason (rate limits, 5xx, timeouts)
+    are retried on the next run; other failures are kept with their reason unless
+    ``retry_failed``. A fatal LLM error (wrong key, unreachable endpoint) stops the run with
+    :class:`tl_concepts.errors.LLMError`. A unit that hit a bug is listed with status
+    ``error`` (details in ``errors/``) and retried on the next run.
+
+    Works in scripts and inside a running event loop (Jupyter); ``await arun_explain(...)``
+    is the awaitable twin.
 
     Example:
         >>> res = run_explain([unit], get_llm("in-process"), ExplainConfig("runs/x"))  # doctest: +SKIP
-        >>> res[0]["llm"]["scores"]["all"]["correlation"]["value"]                  # doctest: +SKIP
+        >>> res[0].correlation, res.to_pandas().columns[:4]                          # doctest: +SKIP
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(arun_explain(units, explainer_llm, config, simulator_llm=simulator_llm))
-    raise RuntimeError("run_explain called inside a running event loop (e.g. Jupyter); use "
-                       "`await arun_explain(...)` instead")
+    return run_sync(arun_explain(units, explainer_llm, config, simulator_llm=simulator_llm,
+                                 retry_failed=retry_failed))
+
+
+def check_units(store: Any, hook: str, units: Sequence[int]) -> list[int]:
+    """The unit indices, checked against the store before any work starts.
+
+    Raises :class:`~tl_concepts.errors.InputError` for a hook the store lacks or an index
+    outside ``0..d-1``.
+    """
+    hooks = list(store.hooks)
+    if hook not in hooks:
+        raise InputError(f"hook {hook!r} is not in the store {store.path}; it has: {', '.join(hooks)}")
+    d = int(store.d(hook))
+    out = [int(u) for u in units]
+    bad = [u for u in out if not 0 <= u < d]
+    if bad:
+        raise InputError(f"unit {bad[0]} is out of range for {hook}: it has {d} units (0..{d - 1}); "
+                         f"pick units like 0:{min(d, 50)}")
+    if not out:
+        raise InputError("no units given; pick units like 0:50")
+    return out
 
 
 def explain_store(
@@ -384,14 +499,16 @@ def explain_store(
     config: ExplainConfig,
     *,
     simulator_llm: LLM | None = None,
-) -> list[dict[str, Any]]:
+    retry_failed: bool = False,
+) -> ExplanationResults:
     """:func:`run_explain` over ``store.unit_records(hook, u)`` for each unit index (loaded lazily).
 
     Example:
         >>> explain_store(store, "blocks.5.mlp.hook_post", range(50), llm, ExplainConfig("runs/l5"))  # doctest: +SKIP
     """
-    sources = [(unit_key(hook, u), (lambda u=u: store.unit_records(hook, int(u)))) for u in units]
-    return run_explain(sources, explainer_llm, config, simulator_llm=simulator_llm)
+    sources = [(unit_key(hook, u), (lambda u=u: store.unit_records(hook, int(u))))
+               for u in check_units(store, hook, units)]
+    return run_explain(sources, explainer_llm, config, simulator_llm=simulator_llm, retry_failed=retry_failed)
 
 
 def explain_model(
@@ -405,7 +522,7 @@ def explain_model(
     ctx_len: int = 64,
     exemplars: Any = None,
     simulator_llm: LLM | None = None,
-) -> list[dict[str, Any]]:
+) -> ExplanationResults:
     """:func:`run_explain` on a live TransformerLens model.
 
     Captures ``hook`` over ``texts`` into ``<out_dir>/store`` with
@@ -422,6 +539,26 @@ def explain_model(
     store = capture(model, list(texts), [hook], Path(config.out_dir) / "store", context_tokens=ctx_len,
                     exemplars=exemplars or ExemplarConfig(), progress=config.progress)
     return explain_store(store, hook, list(units), explainer_llm, config, simulator_llm=simulator_llm)
+
+
+def check_units_for_model(model: Any, hook: str, units: Sequence[int]) -> None:
+    """Check unit indices against a live model's width at ``hook`` before capturing
+    (MLP hooks: ``d_mlp``; attention ``hook_z``/``hook_q``...: skipped; else ``d_model``)."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        return
+    if ".mlp." in hook or hook.endswith(("hook_mlp_in", "hook_pre", "hook_post")):
+        d = getattr(cfg, "d_mlp", None)
+    elif ".attn." in hook:
+        return
+    else:
+        d = getattr(cfg, "d_model", None)
+    if not d:
+        return
+    bad = [int(u) for u in units if not 0 <= int(u) < int(d)]
+    if bad:
+        raise InputError(f"unit {bad[0]} is out of range for {hook}: it has {d} units (0..{int(d) - 1}); "
+                         f"pick units like 0:{min(int(d), 50)}")
 
 
 def parse_units(spec: str) -> list[int]:
@@ -442,25 +579,34 @@ def parse_units(spec: str) -> list[int]:
             try:
                 lo, hi = int(a or 0), int(b)
             except ValueError:
-                raise ValueError(f"bad unit range {part!r}; write it as START:STOP, e.g. 0:50") from None
+                raise ConfigError(f"bad unit range {part!r}; write it as START:STOP, e.g. 0:50") from None
             out.extend(range(lo, hi))
         else:
             try:
                 out.append(int(part))
             except ValueError:
-                raise ValueError(f"bad unit {part!r}; give indices like 0:50 or 3,7,9") from None
+                raise ConfigError(f"bad unit {part!r}; give indices like 0:50 or 3,7,9") from None
     if not out:
-        raise ValueError(f"no units in {spec!r}; give indices like 0:50 or 3,7,9")
+        raise ConfigError(f"no units in {spec!r}; give indices like 0:50 or 3,7,9")
     return out
 
 
-def load_results(out_dir: str | os.PathLike, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Unit results in ``out_dir/units`` (all, or those in ``keys`` that exist, in that order)."""
+def load_results(out_dir: str | os.PathLike, keys: Sequence[str] | None = None,
+                 with_errors: bool = False) -> list[dict[str, Any]]:
+    """Unit result dicts in ``out_dir/units`` (all, or those in ``keys`` that exist, in that
+    order); with ``with_errors``, units that hit a bug (``errors/``) are included in place."""
     d = Path(out_dir) / "units"
     if keys is None:
         paths = sorted(d.glob("*.json"))
     else:
-        paths = [unit_path(out_dir, k) for k in keys if unit_path(out_dir, k).exists()]
+        paths = []
+        for k in keys:
+            p = unit_path(out_dir, k)
+            e = Path(out_dir) / "errors" / f"{k}.json"
+            if p.exists():
+                paths.append(p)
+            elif with_errors and e.exists():
+                paths.append(e)
     return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
 
 
@@ -472,14 +618,20 @@ def _corr(res: dict[str, Any], which: str, split: str = "all") -> float | None:
         return None
 
 
-def summary_table(results_or_dir: str | os.PathLike | Sequence[dict[str, Any]], *, max_rows: int = 50) -> str:
+def summary_table(results_or_dir: str | os.PathLike | ExplanationResults | Sequence[dict[str, Any]], *,
+                  max_rows: int = 50) -> str:
     """Text table: per unit the LLM explanation and its test correlation next to the
     baseline's, then means over units where both were scored, and status counts.
 
     Example:
         >>> print(summary_table("runs/explain-l5"))   # doctest: +SKIP
     """
-    results = load_results(results_or_dir) if isinstance(results_or_dir, (str, os.PathLike)) else list(results_or_dir)
+    if isinstance(results_or_dir, (str, os.PathLike)):
+        results = load_results(results_or_dir)
+    elif isinstance(results_or_dir, ExplanationResults):
+        results = results_or_dir.to_dicts()
+    else:
+        results = list(results_or_dir)
     f = lambda v: "   -  " if v is None else f"{v:+.3f}"  # noqa: E731
     lines = [f"{'unit':<28} {'status':<19} {'llm r':>7} {'rand r':>7} {'base r':>7} {'table r':>7}  explanation"]
     for r in results[:max_rows]:

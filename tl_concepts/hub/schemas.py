@@ -452,6 +452,7 @@ def rows(kind: str, data: Any) -> list[dict[str, Any]]:
         return [_as_dict(x) for x in data]
     if kind == "explanations":
         out = []
+        data = data.to_dicts() if hasattr(data, "to_dicts") else data  # ExplanationResults
         for r in _explain_results(data):
             out.append(r if "records" in r and "key" in r else explanation_row(r))
         return out
