@@ -109,7 +109,7 @@ def test_card_metadata_and_body(hub, published):
 
 def test_score_summary_numbers(hub, data, published):
     card = hub.file("alice/explanations", "README.md").decode("utf-8")
-    corrs = [r["llm"]["scores"]["all"]["correlation"]["value"] for r in data["explanations"]]
+    corrs = [r.correlation.value for r in data["explanations"]]
     mean = round(sum(corrs) / len(corrs), 3)
     assert f"mean {mean}," in card
     assert f"units with correlation >= 0.8: {sum(c >= 0.8 for c in corrs)}" in card
