@@ -185,6 +185,8 @@ class ExplanationResults(ResultTable, Sequence[UnitExplanation]):
         self.units = list(units)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         """The folder the unit files live in (None for results built in memory)."""
+        self.store: str | None = None
+        """The activation store the units' records came from, when known."""
 
     @classmethod
     def from_dicts(cls, dicts: Sequence[dict[str, Any]], out_dir: str | os.PathLike | None = None

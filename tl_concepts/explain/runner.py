@@ -508,7 +508,9 @@ def explain_store(
     """
     sources = [(unit_key(hook, u), (lambda u=u: store.unit_records(hook, int(u))))
                for u in check_units(store, hook, units)]
-    return run_explain(sources, explainer_llm, config, simulator_llm=simulator_llm, retry_failed=retry_failed)
+    res = run_explain(sources, explainer_llm, config, simulator_llm=simulator_llm, retry_failed=retry_failed)
+    res.store = str(store.path)
+    return res
 
 
 def explain_model(
