@@ -33,7 +33,7 @@ def test_explain_store_neurons_resid_and_direction(tiny_bridge, tmp_path):
     vec = np.zeros(d)
     vec[5] = 1.0
     u = records_for_direction(ActivationStore.open(tmp_path / "store"), "blocks.0.hook_resid_post", vec,
-                              n_top=4, n_random=2)
+                              exemplars=ExemplarConfig(n_train_top=2, n_test_top=2, n_test_random=2))
     acts = store.activations("blocks.0.hook_resid_post")[:, 5]
     for r in u.train_top + u.test_top:
         np.testing.assert_allclose(r.activations, acts[r.start:r.start + len(r.tokens)], rtol=1e-6)

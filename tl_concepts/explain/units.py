@@ -1,103 +1,82 @@
-"""Units beyond stored neurons: records from any activation array, any direction.
+"""Units beyond stored neurons, with the capture's exemplar rules for every path.
 
-* :func:`records_from_array`: an ``[n_contexts, ctx_len]`` activation array (one unit) and
-  the token strings of every context -> :class:`UnitRecords` with disjoint splits.
+* :func:`records_from_array`: one unit's activations per context and the token strings of
+  every context -> :class:`UnitRecords`, selected exactly as a capture selects them
+  (:func:`tl_concepts.capture.exemplars.select_exemplars`: top contexts dealt over disjoint
+  train / calibration / test splits, random, quantile and negative contexts, no context twice).
 * :func:`project`: activations ``[n_tokens, d]`` onto a direction vector, or through an
   encoder function (e.g. an SAE latent) -> ``[n_tokens]``.
-* :func:`records_for_direction`: the same from an ``ActivationStore`` (``store.activations(hook)``
-  and ``store.contexts()``).
-* :func:`model_activations`: a live TransformerLens model (``run_with_cache`` with a names
-  filter) -> ``[n_contexts, ctx_len, d]`` plus the token strings, for MLP neurons,
-  residual-stream dimensions or directions without writing a store.
+* :func:`records_for_direction`: a direction over a stored hook point.
+* :func:`unit_records_from_model`: a live TransformerLens model, captured into a temporary
+  store with :func:`tl_concepts.capture.capture` (contexts split at word boundaries, never
+  cut), then read back: the same records a store gives.
 
-Splitting: contexts are ranked by their largest activation; the ``n_top`` strongest are
-dealt round-robin to train / calibration / test (so each split sees strong and weaker top
-contexts), then random contexts are drawn without replacement from the rest. No context
-is in two splits. A unit with fewer than ``min_activating`` contexts whose max is > 0 is
-still returned; :func:`n_activating` lets the runner report it.
+A unit with fewer than ``min_activating`` contexts whose max is > 0 is still returned;
+:func:`n_activating` lets the runner report it.
 
 Example:
     >>> import numpy as np
+    >>> from tl_concepts.capture import ExemplarConfig
     >>> acts = np.zeros((30, 4)); acts[:9, 1] = np.arange(9, 0, -1)
     >>> toks = [["a", "b", "c", "d"]] * 30
-    >>> u = records_from_array(acts, toks, hook="h", unit=0, n_top=9, n_random=6)
+    >>> ex = ExemplarConfig(n_train_top=3, n_calibration_top=3, n_test_top=3, n_calibration_random=2, n_test_random=2)
+    >>> u = records_from_array(acts, toks, hook="h", unit=0, exemplars=ex)
     >>> len(u.train_top), len(u.test_top), len(u.test_random), u.max_activation
     (3, 3, 2, 9.0)
 """
 from __future__ import annotations
 
+import tempfile
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from tl_concepts.capture.exemplars import SPLITS, ExemplarConfig, select_exemplars
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
 
 Direction = np.ndarray | Sequence[float] | Callable[[np.ndarray], np.ndarray]
 
 
 def records_from_array(
-    activations: np.ndarray,
+    activations: np.ndarray | Sequence[np.ndarray],
     tokens: Sequence[Sequence[str]],
     *,
     hook: str,
-    unit: int,
-    n_top: int = 30,
-    n_random: int = 30,
-    split: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
-    seed: int = 0,
+    unit: int | str,
+    exemplars: ExemplarConfig | None = None,
     starts: Sequence[int] | None = None,
 ) -> UnitRecords:
-    """Mine disjoint train / calibration / test records of one unit.
+    """Mine one unit's records with the capture's rules (:func:`select_exemplars`).
 
     Args:
         activations: ``[n_contexts, ctx_len]`` (rows may be padded; only ``len(tokens[i])``
             values of row ``i`` are used) or a list of 1-D arrays.
         tokens: token strings of each context.
         hook, unit: recorded in the result.
-        n_top: top-activating contexts in all (dealt over the splits in proportion).
-        n_random: random contexts in all (from contexts not among the top ones).
-        split: fractions for train, calibration, test.
-        seed: random selection seed.
+        exemplars: how many contexts of each kind (default :class:`ExemplarConfig()`).
         starts: optional token-table row of each context (kept in records).
     """
+    cfg = exemplars or ExemplarConfig()
     n = len(tokens)
     rows = [np.asarray(activations[i], dtype=np.float64)[: len(tokens[i])] for i in range(n)]
-    maxes = np.array([r.max() if r.size else -np.inf for r in rows])
-    order = [int(i) for i in np.argsort(-maxes, kind="stable")]
-    top = [i for i in order[: min(n_top, n)] if maxes[i] > 0]
-    rest = sorted(set(range(n)) - set(top))
-    rng = np.random.default_rng(seed)
-    rand = [int(i) for i in rng.permutation(rest)[: min(n_random, len(rest))]]
+    bad = [i for i, r in enumerate(rows) if r.size and not np.isfinite(r).all()]
+    if bad:
+        raise ValueError(f"{hook} unit {unit}: non-finite activations in context {bad[0]} "
+                         f"({len(bad)} contexts); fix or mask them before mining records")
+    ctx_max = np.array([[r.max() if r.size else -np.inf] for r in rows]).reshape(n, 1)
+    ctx_min = np.array([[r.min() if r.size else np.inf] for r in rows]).reshape(n, 1)
+    sel = select_exemplars(ctx_max, ctx_min, cfg)
 
-    def rec(i: int) -> ActivationRecord:
-        return ActivationRecord(list(tokens[i]), [float(v) for v in rows[i]],
-                                doc=i, start=int(starts[i]) if starts is not None else -1)
+    def recs(ids: np.ndarray) -> list[ActivationRecord]:
+        return [ActivationRecord(list(tokens[i]), [float(v) for v in rows[i]], doc=int(i),
+                                 start=int(starts[i]) if starts is not None else -1)
+                for i in (int(c) for c in np.asarray(ids).reshape(-1)) if i >= 0]
 
-    def deal_round_robin(idx: list[int]) -> list[list[int]]:
-        # Repeat the split pattern so that e.g. (1/3,1/3,1/3) deals train, cal, test, train...
-        weights = np.asarray(split, dtype=np.float64) / float(sum(split))
-        out: list[list[int]] = [[], [], []]
-        for k, i in enumerate(idx):
-            # pick the split furthest below its target share after k items
-            deficit = weights * (k + 1) - np.array([len(o) for o in out])
-            out[int(np.argmax(deficit))].append(i)
-        return out
-
-    def deal_blocks(idx: list[int]) -> list[list[int]]:
-        weights = np.asarray(split, dtype=np.float64) / float(sum(split))
-        cuts = np.round(np.cumsum(weights) * len(idx)).astype(int)
-        return [idx[: cuts[0]], idx[cuts[0]: cuts[1]], idx[cuts[1]:]]
-
-    t = deal_round_robin(top)
-    r = deal_blocks(rand)
-    m = float(maxes.max()) if n and np.isfinite(maxes.max()) else 0.0
-    return UnitRecords(
-        hook=hook, unit=unit,
-        train_top=[rec(i) for i in t[0]], calibration_top=[rec(i) for i in t[1]], test_top=[rec(i) for i in t[2]],
-        train_random=[rec(i) for i in r[0]], calibration_random=[rec(i) for i in r[1]],
-        test_random=[rec(i) for i in r[2]],
-        max_activation=max(m, 0.0), n_contexts=n,
-    )
+    m = float(ctx_max.max()) if n and np.isfinite(ctx_max.max()) else 0.0
+    u = UnitRecords(hook=hook, unit=unit, **{name: recs(sel[name][0]) for name in SPLITS},  # type: ignore[arg-type]
+                    negative=recs(sel["negative"][0]), max_activation=max(m, 0.0), n_contexts=n)
+    u.quantile = {b: recs(sel["quantile"][0, b]) for b in range(sel["quantile"].shape[1])}
+    return u
 
 
 SPLIT_GROUPS = {"train": ("train_top", "train_random"), "calibration": ("calibration_top", "calibration_random"),
@@ -150,16 +129,16 @@ def records_for_direction(
     hook: str,
     direction: Direction,
     *,
-    unit: int = -1,
-    **kw: Any,
+    unit: int | str = -1,
+    exemplars: ExemplarConfig | None = None,
 ) -> UnitRecords:
     """Records of a direction (vector or encoder) over a stored hook point.
 
     Works with :class:`tl_concepts.capture.ActivationStore` (``activations(hook)``,
     ``n_windows``, ``context_rows(i)``, ``context_tokens(i)``) or any object with
     ``activations(hook)`` ``[n_tokens, d]`` and ``contexts()`` (token strings per context,
-    laid end to end in that order). ``unit`` labels the
-    direction in outputs (``-1`` by default). Other arguments go to :func:`records_from_array`.
+    laid end to end in that order). ``unit`` labels the direction in outputs (``-1`` by
+    default); ``exemplars`` as in :func:`records_from_array`.
     """
     values = project(np.asarray(store.activations(hook)), direction)
     if hasattr(store, "context_rows") and hasattr(store, "n_windows"):
@@ -178,45 +157,7 @@ def records_for_direction(
         offsets = np.cumsum([0] + [len(c) for c in contexts])
         starts = offsets[:-1].tolist()
         rows = [values[offsets[i]: offsets[i + 1]] for i in range(len(contexts))]
-    return records_from_array(rows, contexts, hook=hook, unit=unit, starts=starts, **kw)
-
-
-def model_activations(
-    model: Any,
-    texts: Sequence[str],
-    hook: str,
-    *,
-    ctx_len: int = 64,
-    batch_size: int = 8,
-) -> tuple[np.ndarray, list[list[str]]]:
-    """Run a live TransformerLens model (``HookedTransformer`` or ``TransformerBridge``) and
-    return ``(activations [n_contexts, ctx_len, d], token strings per context)``.
-
-    Each text is tokenised (with the model's BOS when it adds one), cut to ``ctx_len``
-    tokens; shorter contexts are padded and their padding is not returned in the token
-    lists (so :func:`records_from_array` ignores it).
-    """
-    import torch
-
-    all_toks: list[list[str]] = []
-    chunks: list[np.ndarray] = []
-    for i in range(0, len(texts), batch_size):
-        batch = list(texts[i:i + batch_size])
-        ids = [model.to_tokens(t)[0, :ctx_len] for t in batch]
-        width = max(len(x) for x in ids)
-        pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0
-        mat = torch.full((len(ids), width), int(pad), dtype=torch.long)
-        for j, x in enumerate(ids):
-            mat[j, : len(x)] = x
-        with torch.no_grad():
-            _, cache = model.run_with_cache(mat, names_filter=lambda n: n == hook)
-        acts = cache[hook].float().cpu().numpy()
-        for j, x in enumerate(ids):
-            all_toks.append([str(t) for t in model.to_str_tokens(x)])
-            row = np.zeros((ctx_len, acts.shape[-1]), dtype=np.float32)
-            row[: len(x)] = acts[j, : len(x)]
-            chunks.append(row)
-    return np.stack(chunks), all_toks
+    return records_from_array(rows, contexts, hook=hook, unit=unit, starts=starts, exemplars=exemplars)
 
 
 def unit_records_from_model(
@@ -226,16 +167,24 @@ def unit_records_from_model(
     units: Sequence[int] | None = None,
     *,
     direction: Direction | None = None,
-    ctx_len: int = 64,
-    **kw: Any,
+    context_tokens: int = 64,
+    exemplars: ExemplarConfig | None = None,
+    progress: bool = False,
 ) -> list[UnitRecords]:
-    """Records for each neuron / dimension in ``units`` (or one ``direction``) at ``hook``
-    of a live model over ``texts``. Other arguments go to :func:`records_from_array`."""
-    acts, toks = model_activations(model, texts, hook, ctx_len=ctx_len)
-    if direction is not None:
-        flat = acts.reshape(-1, acts.shape[-1])
-        vals = project(flat, direction).reshape(acts.shape[0], acts.shape[1])
-        return [records_from_array(vals, toks, hook=hook, unit=-1, **kw)]
-    if units is None:
+    """Records for each neuron / dimension in ``units`` (or one ``direction``) at ``hook`` of
+    a live model over ``texts``: captured into a temporary store (the same windows, tokens and
+    exemplar rules as any capture), read into memory, and the store removed.
+
+    Example:
+        >>> recs = unit_records_from_model(model, texts, "blocks.0.mlp.hook_post", units=[0, 5])  # doctest: +SKIP
+    """
+    from tl_concepts.capture import ActivationStore, capture
+
+    if direction is None and units is None:
         raise ValueError("give units=[...] (neuron / dimension indices) or a direction")
-    return [records_from_array(acts[:, :, u], toks, hook=hook, unit=int(u), **kw) for u in units]
+    with tempfile.TemporaryDirectory(prefix="tl-concepts-records-") as tmp:
+        store = capture(model, list(texts), [hook], f"{tmp}/store", context_tokens=context_tokens,
+                        exemplars=exemplars or ExemplarConfig(), progress=progress)
+        if direction is not None:
+            return [records_for_direction(ActivationStore.open(store.path), hook, direction, exemplars=exemplars)]
+        return [store.unit_records(hook, int(u)) for u in units or []]
