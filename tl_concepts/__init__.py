@@ -12,24 +12,17 @@ Example:
 """
 __version__ = "0.1.0"
 
-from tl_concepts import errors, models
-from tl_concepts.explain.results import ExplanationResults, UnitExplanation  # loads the stage packages first
-from tl_concepts.ids import unit_id
-# Bound last: the functions ``capture`` etc. shadow the sub-package attributes of the same name
-# (``from tl_concepts.capture import ActivationStore`` still imports the sub-package).
+from tl_concepts import capture, errors, explain, models, report  # capture/explain/report are callable
 from tl_concepts.api import (
     aexplain,
     alabel_concepts,
-    capture,
     describe_neurons,
-    explain,
     find_concepts,
     label_concepts,
     load,
     probe,
     publish,
     rank,
-    report,
 )
 from tl_concepts.errors import (
     ConfigError,
@@ -40,6 +33,8 @@ from tl_concepts.errors import (
     StoreError,
     TLConceptsError,
 )
+from tl_concepts.explain.results import ExplanationResults, UnitExplanation
+from tl_concepts.ids import unit_id
 
 __all__ = [
     "__version__", "errors", "models",

@@ -6,3 +6,7 @@ from tl_concepts.capture.store import ActivationStore
 
 __all__ = ["ActivationRecord", "ActivationStore", "CaptureConfig", "ExemplarConfig", "UnitRecords",
            "capture", "select_exemplars"]
+
+from tl_concepts._callable import make_callable  # noqa: E402  (tlc.capture(...) calls tl_concepts.api.capture)
+
+make_callable(__name__, "capture")

@@ -57,3 +57,7 @@ __all__ = [
     "project", "records_for_direction", "records_from_array", "run_explain", "score", "simulation_prompt",
     "summary_table", "unit_records_from_model",
 ]
+
+from tl_concepts._callable import make_callable  # noqa: E402  (tlc.explain(...) calls tl_concepts.api.explain)
+
+make_callable(__name__, "explain")
