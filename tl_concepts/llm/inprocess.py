@@ -525,7 +525,10 @@ class InProcessBackend(LLM):
         await self._chat_batcher.submit(job)
         out = job.text
         failure = None
-        if out is None or not out.strip():
+        if job.finish == "length":  # stopped at max_tokens without EOS: never accepted
+            failure = Failure("truncated", f"the answer was cut at max_tokens={max_tokens} "
+                              "without an end of text; raise max_tokens", raw=out)
+        elif out is None or not out.strip():
             failure = Failure("unparseable", f"empty answer (finish={job.finish})", raw=out)
         elif json_output:
             try:
