@@ -397,6 +397,14 @@ def test_non_numeric_simulation_answers_are_failures(standin, answer):
         d.expected_values()  # never a vector of zeros
 
 
+def test_truncated_json_simulation_answer_is_a_failure(standin):
+    b = backend(standin, distribution_method="json")
+    standin.push(Reply.chat('{"distributions": [{"0": 0.', finish_reason="length"))
+    d = b.next_token_distributions(PROMPT, [len(PROMPT)], CANDS)
+    assert not d.ok and d.failure.kind == "truncated"
+    assert d.failure.raw == '{"distributions": [{"0": 0.'
+
+
 def test_explicit_method_without_support_is_a_no_logprobs_failure(standin):
     standin.completions_alignment = "none"
     d = backend(standin, distribution_method="prompt_logprobs").next_token_distributions(
