@@ -164,6 +164,13 @@ def test_chat_cut_at_max_tokens_is_truncated_and_eos_is_a_clean_stop(tiny_tok):
         hook.remove()
     assert done.ok and done.text == cut.failure.raw and done.completion_tokens == 3
 
+    async def notebook_cell():  # the sync API inside a running event loop (Jupyter)
+        return b.chat(ask, max_tokens=2), b.next_token_distributions(PROMPT, [len(PROMPT)],
+                                                                     ["3"])
+
+    again, d = asyncio.run(notebook_cell())
+    assert again.failure.raw == cut.failure.raw and d.ok
+
 
 def test_cache_identity_tracks_the_weights(tiny_tok):
     m1, m2 = make_tiny_model(tiny_tok, seed=0), make_tiny_model(tiny_tok, seed=1)

@@ -496,3 +496,45 @@ def test_adapts_to_servers_wanting_max_completion_tokens(standin):
     assert standin.posts()[-1]["json"]["max_completion_tokens"] == 9
     b.chat(U)
     assert "max_tokens" not in standin.posts()[-1]["json"]  # remembered
+
+
+def _post_json(url: str, body: dict) -> dict:
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_standin_out_of_process_outage_and_truncation_controls():
+    """The stand-in as another process (how CLI tests use it): flags and the control
+    endpoint set outages and truncation."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.standins.openai_server",
+                             "--fail-first", "2", "--fail-status", "503", "--truncate",
+                             "--chat-text", "one two three"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        base = json.loads(proc.stdout.readline())["base_url"]
+        b = OpenAIBackend("standin-model", base_url=base, api_key="k",
+                          retry=RetryPolicy(max_retries=1, base_delay=0.01))
+        r = b.chat(U, max_tokens=2)
+        assert r.failure.kind == "retries_exhausted" and "HTTP 503" in r.failure.message
+        r = b.chat(U, max_tokens=2)  # recovered after 2 failures; cut at 2 toy tokens
+        assert r.failure.kind == "truncated" and r.failure.raw == "one two"
+        assert _post_json(base + "/_standin/control", {"fail": None})["fail_left"] is None
+        assert b.chat(U).failure.kind == "retries_exhausted"
+        _post_json(base + "/_standin/control", {"recover": True, "chat_finish_reason": "stop",
+                                                "truncate_at_max_tokens": False})
+        r = b.chat(U, max_tokens=2)
+        assert r.ok and r.text == "one two three"
+        with urllib.request.urlopen(base + "/_standin/stats", timeout=10) as resp:
+            stats = json.loads(resp.read())
+        assert stats["failed"] == 4 and stats["requests"] == 6  # control posts not counted
+    finally:
+        proc.terminate()
+        proc.wait(10)

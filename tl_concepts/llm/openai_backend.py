@@ -202,7 +202,6 @@ class OpenAIBackend(LLM):
         self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = (
             weakref.WeakKeyDictionary())
         self._unsupported: dict[str, str] = {}
-        self._reached = False
         self._json_mode = True
         self._token_param = "max_tokens"
         self._encoder: Any = None
@@ -303,7 +302,6 @@ class OpenAIBackend(LLM):
                 except (_Malformed, AttributeError, IndexError, KeyError, TypeError,
                         ValueError) as e:
                     raise _Malformed(f"malformed response body: {e}") from None
-                self._reached = True
                 self.limiter.settle_tokens(est_tokens, p_tok + c_tok)
                 return _Sent(value, requests, attempt, p_tok, c_tok, model)
             except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
@@ -324,15 +322,14 @@ class OpenAIBackend(LLM):
             except openai.APIConnectionError as e:
                 error = f"cannot connect to {self.base_url}: {self._redact(str(e.__cause__ or e))}"
                 connection = _never_connected(e)
-            except (OSError, asyncio.TimeoutError) as e:  # a transport error the client
-                error = f"connection error: {self._redact(str(e) or type(e).__name__)}"  # let through
+            except (OSError, asyncio.TimeoutError) as e:  # a transport error let through
+                error = f"connection error: {self._redact(str(e) or type(e).__name__)}"
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status in (408, 409) or status >= 500:
                     error = f"HTTP {status}: {self._redact(_err_message(e))}"
                     retry_after = parse_retry_after(e.response.headers)
                 else:
-                    self._reached = True
                     raise _Rejected(status, self._redact(_err_message(e)), requests) from None
             except _Malformed as e:
                 error = self._redact(str(e))
@@ -340,7 +337,7 @@ class OpenAIBackend(LLM):
                 error = f"malformed response body: {self._redact(str(e))}"
             connect_failures += connection
             if attempt >= self.retry.max_retries:
-                if connect_failures == requests:  # not one attempt got through
+                if requests and connect_failures == requests:  # no attempt got through
                     raise LLMUnavailableError(
                         f"cannot reach the LLM server at {self.base_url} after "
                         f"{requests} attempts ({error}). Check that it is running and that "
