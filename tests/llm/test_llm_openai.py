@@ -538,3 +538,18 @@ def test_standin_out_of_process_outage_and_truncation_controls():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_json_answer_cut_after_the_value_closed_is_kept(standin):
+    b = backend(standin)
+    standin.push(Reply.chat('```json\n{"label": "animals"}\n```\n\nThis JSON lists',
+                            finish_reason="length"))
+    r = b.chat(U, json_output=True)
+    assert r.ok and json.loads(r.text) == {"label": "animals"}
+    # cut inside the value: an inner list that parses on its own is not taken
+    standin.push(Reply.chat('{"descriptors": ["war", "peace"], "extra": "fin',
+                            finish_reason="length"))
+    r = b.chat(U, json_output=True)
+    assert r.failure.kind == "truncated"
+    standin.push(Reply.chat('{"label": "animals"} and more', finish_reason="length"))
+    assert b.chat(U).failure.kind == "truncated"  # plain text: any cut is a failure

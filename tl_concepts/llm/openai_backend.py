@@ -15,7 +15,9 @@ on the official ``openai`` async client.
 * Per-request problems come back as a :class:`~tl_concepts.llm.base.Failure`: 429/5xx,
   timeouts and malformed bodies past the retries are ``retries_exhausted`` (transient:
   never cached, a rerun asks again); an answer cut at ``max_tokens``
-  (``finish_reason="length"``) is ``truncated`` with the text in ``failure.raw``.
+  (``finish_reason="length"``) is ``truncated`` with the text in ``failure.raw``; for a
+  JSON answer only when the cut fell inside the JSON value (a value that closed before the
+  cut lost only trailing prose).
 * Next-token distributions, ``distribution_method="auto"`` tries in order:
 
   1. ``prompt_logprobs``: one ``/completions`` request with ``echo`` + ``logprobs``. Servers
@@ -59,6 +61,7 @@ from .util import (
     check_distribution_args,
     JSON_HINT,
     finite_prob,
+    json_closed_before_cut,
     parse_json_answer,
     redact,
 )
@@ -411,8 +414,8 @@ class OpenAIBackend(LLM):
         elif finish == "content_filter":
             failure = Failure("content_filter", "the answer was blocked by a content filter",
                               raw=text)
-        elif finish == "length":
-            failure = _truncated(max_tokens, text)
+        elif finish == "length" and not (json_output and json_closed_before_cut(text)):
+            failure = _truncated(max_tokens, text)  # a JSON value that closed keeps
         elif text is None or not text.strip():
             failure = Failure("unparseable", f"empty answer (finish_reason={finish})",
                               raw=text)
@@ -680,7 +683,7 @@ class OpenAIBackend(LLM):
         if finish == "content_filter":
             return Distributions(None, failure=Failure("content_filter", "blocked by a "
                                                        "content filter", raw=text), **common)
-        if finish == "length":
+        if finish == "length" and not json_closed_before_cut(text):
             return Distributions(None, method="json", failure=_truncated(max_tokens, text),
                                  **common)
         try:
