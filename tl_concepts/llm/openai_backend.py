@@ -334,6 +334,8 @@ class OpenAIBackend(LLM):
                     retry_after = parse_retry_after(e.response.headers)
                 else:
                     raise _Rejected(status, self._redact(_err_message(e)), requests) from None
+            except openai.APIError as e:  # e.g. a response the client could not validate
+                error = f"unexpected response: {self._redact(_err_message(e))}"
             except _Malformed as e:
                 error = self._redact(str(e))
             except ValueError as e:  # the client could not decode the body
