@@ -228,6 +228,11 @@ def test_runs_heal_after_a_persistent_500(standin, tmp_path):
 
 
 def test_truncated_answers_are_cached_as_permanent_failures(standin, tmp_path):
+    from tl_concepts.llm import is_transient
+    from tl_concepts.llm.cache import CACHEABLE_FAILURES
+
+    assert "truncated" in CACHEABLE_FAILURES
+    assert not any(is_transient(k) for k in CACHEABLE_FAILURES)
     llm = cached(standin, tmp_path / "c.sqlite")
     standin.chat_finish_reason = "length"
     standin.chat_text = "a long answer cut"

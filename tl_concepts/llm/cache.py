@@ -45,7 +45,6 @@ log = logging.getLogger("tl_concepts.llm")
 CACHEABLE_FAILURES = frozenset({"unparseable", "refusal", "content_filter", "context_overflow",
                                 "truncated"})
 """Permanent failure kinds that may be cached (never a transient one)."""
-assert not any(is_transient(k) for k in CACHEABLE_FAILURES)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
