@@ -384,8 +384,7 @@ class Ledger:
                                                     "completion_tokens")},
                  "failures": {c["failure"]: 1} if c.get("failure") else {},
                  "cost_usd": c.get("cost_usd", 0.0)}
-            row = {"stage": stage, "backend": backend, "model": model,
-                   **{k: v for k, v in u.items()}}
+            row = {"stage": stage, "backend": backend, "model": model, **u}
             led.merge({"rows": [row], "units": [] if c.get("unit") is None else
                        [{"stage": stage, "unit": c["unit"], **u}]})
         return led
