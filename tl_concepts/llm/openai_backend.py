@@ -9,9 +9,9 @@ on the official ``openai`` async client.
   malformed bodies are retried with backoff and jitter, honouring ``Retry-After``).
 * Errors that stop the job are raised, never returned (the key never appears in them):
   a refused key (HTTP 401/403) raises :class:`~tl_concepts.errors.LLMAuthError`; an
-  endpoint that cannot be connected to on any attempt of a request, or a model the server
-  does not serve (HTTP 404), :class:`~tl_concepts.errors.LLMUnavailableError`; a rejected
-  request (400/422) or an exhausted quota, :class:`~tl_concepts.errors.LLMError`.
+  endpoint that still cannot be connected to on the last retry of a request, or a model
+  the server does not serve (HTTP 404), :class:`~tl_concepts.errors.LLMUnavailableError`;
+  a rejected request (400/422) or an exhausted quota, :class:`~tl_concepts.errors.LLMError`.
 * Per-request problems come back as a :class:`~tl_concepts.llm.base.Failure`: 429/5xx,
   timeouts and malformed bodies past the retries are ``retries_exhausted`` (transient:
   never cached, a rerun asks again); an answer cut at ``max_tokens``
@@ -277,7 +277,6 @@ class OpenAIBackend(LLM):
 
         attempt = 0
         requests = 0
-        connect_failures = 0  # attempts that never reached the server
         while True:
             error: str
             retry_after: float | None = None
@@ -340,9 +339,8 @@ class OpenAIBackend(LLM):
                 error = self._redact(str(e))
             except ValueError as e:  # the client could not decode the body
                 error = f"malformed response body: {self._redact(str(e))}"
-            connect_failures += connection
             if attempt >= self.retry.max_retries:
-                if requests and connect_failures == requests:  # no attempt got through
+                if connection:  # still no connection after every retry: unreachable
                     raise LLMUnavailableError(
                         f"cannot reach the LLM server at {self.base_url} after "
                         f"{requests} attempts ({error}). Check that it is running and that "
