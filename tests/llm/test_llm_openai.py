@@ -553,3 +553,46 @@ def test_json_answer_cut_after_the_value_closed_is_kept(standin):
     assert r.failure.kind == "truncated"
     standin.push(Reply.chat('{"label": "animals"} and more', finish_reason="length"))
     assert b.chat(U).failure.kind == "truncated"  # plain text: any cut is a failure
+
+
+def test_unreachable_is_decided_by_the_last_retry(standin):
+    """A pooled connection reset first, then refused connections: the server is down
+    (fatal); refused first, then a 500: it is up, the item failed (per-item failure)."""
+    import openai
+    import openai._base_client as base_client
+
+    httpx_mod = getattr(base_client, "httpx2", None) or getattr(base_client, "httpx")
+    request = httpx_mod.Request("POST", standin.base_url + "/chat/completions")
+
+    def conn_error(cls):
+        try:
+            raise cls("boom", request=request)
+        except Exception as cause:  # noqa: BLE001 - how the client chains it
+            err = openai.APIConnectionError(request=request)
+            err.__cause__ = cause
+            return err
+
+    b = backend(standin)
+
+    class Scripted:
+        def __init__(self, plan):
+            self.plan = list(plan)
+
+        async def post(self, *a, **kw):
+            step = self.plan.pop(0)
+            raise step
+
+        async def close(self):
+            pass
+
+    b._client = lambda: client  # type: ignore[method-assign]
+    client = Scripted([conn_error(httpx_mod.ReadError), conn_error(httpx_mod.ConnectError),
+                       conn_error(httpx_mod.ConnectError)])
+    with pytest.raises(LLMUnavailableError):
+        b.chat(U)
+    err500 = openai.InternalServerError("down", response=httpx_mod.Response(
+        500, request=request), body=None)
+    client = Scripted([conn_error(httpx_mod.ConnectError), conn_error(httpx_mod.ConnectError),
+                       err500])
+    r = b.chat(U)
+    assert r.failure.kind == "retries_exhausted" and "HTTP 500" in r.failure.message
