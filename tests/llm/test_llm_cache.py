@@ -190,3 +190,97 @@ def test_unwritable_cache_degrades_to_no_cache(standin, tmp_path, caplog):
 def test_bad_messages_raise_before_any_lookup(standin, tmp_path, bad):
     with pytest.raises(ValueError):
         cached(standin, tmp_path / "c.sqlite").chat(bad)
+
+
+def test_runs_heal_after_a_persistent_500(standin, tmp_path):
+    """A transient failure is never stored: the rerun after the server recovers asks again."""
+    from tl_concepts.llm import Ledger, get_llm
+
+    path = tmp_path / "c.sqlite"
+
+    def run() -> list:
+        llm = get_llm("openai:standin-model", base_url=standin.base_url, api_key="k",
+                      cache=path, ledger=Ledger(), retry=FAST)
+
+        async def job():
+            return await asyncio.gather(*(llm.achat(ask(i), stage="labels")
+                                          for i in range(3)))
+
+        return asyncio.run(job())
+
+    standin.fail()  # persistent 500
+    first = run()
+    assert [r.failure.kind for r in first] == ["retries_exhausted"] * 3
+    assert len(LLMCache(path)) == 0
+    sent = len(standin.posts())
+    assert sent == 6  # 3 items x (1 + 1 retry)
+
+    again = run()  # still down: asks again, never a cached failure
+    assert all(r.failure.kind == "retries_exhausted" and not r.cached for r in again)
+    assert len(standin.posts()) == 12
+
+    standin.recover()
+    healed = run()
+    assert all(r.ok and not r.cached for r in healed)
+    assert len(standin.posts()) == 15 and len(LLMCache(path)) == 3
+    assert all(r.cached for r in run())  # and now they are kept
+    assert len(standin.posts()) == 15
+
+
+def test_truncated_answers_are_cached_as_permanent_failures(standin, tmp_path):
+    from tl_concepts.llm import is_transient
+    from tl_concepts.llm.cache import CACHEABLE_FAILURES
+
+    assert "truncated" in CACHEABLE_FAILURES
+    assert not any(is_transient(k) for k in CACHEABLE_FAILURES)
+    llm = cached(standin, tmp_path / "c.sqlite")
+    standin.chat_finish_reason = "length"
+    standin.chat_text = "a long answer cut"
+    r = llm.chat(ask(1), max_tokens=4)
+    assert r.failure.kind == "truncated" and r.failure.raw == "a long answer cut"
+    r = llm.chat(ask(1), max_tokens=4)
+    assert r.cached and r.failure.kind == "truncated" and r.failure.raw == "a long answer cut"
+    standin.chat_finish_reason = "stop"
+    assert llm.chat(ask(1), max_tokens=40).ok  # more room is another request
+
+
+@pytest.mark.parametrize("content", [b"this is not an sqlite file" * 200,
+                                     b"SQLite format 3\x00" + b"\xff" * 5000])
+def test_corrupt_cache_file_is_a_clear_error(standin, tmp_path, content):
+    from tl_concepts.errors import LLMError
+    from tl_concepts.llm import get_llm
+
+    path = tmp_path / "llm-cache.sqlite"
+    path.write_bytes(content)
+    with pytest.raises(LLMError) as ei:
+        get_llm("openai:standin-model", base_url=standin.base_url, api_key="k", cache=path)
+    msg = str(ei.value)
+    assert ei.value.kind == "cache"
+    assert str(path) in msg and f"mv '{path}' '{path}.bad'" in msg and "cache=False" in msg
+    assert standin.posts() == []
+    # the advice works: moved aside, the cache starts afresh
+    path.rename(str(path) + ".bad")
+    llm = get_llm("openai:standin-model", base_url=standin.base_url, api_key="k", cache=path)
+    assert llm.chat(ask(1)).ok and len(llm.cache) == 1
+
+
+def test_cache_corrupted_while_open_stops_the_job(standin, tmp_path):
+    from tl_concepts.errors import LLMError
+
+    llm = cached(standin, tmp_path / "c.sqlite")
+    llm.chat(ask(1))
+    llm.cache.close()
+    for f in tmp_path.iterdir():
+        f.write_bytes(b"\x00garbage" * 1000)
+    with pytest.raises(LLMError) as ei:
+        llm.chat(ask(2))
+    assert ei.value.kind == "cache" and "c.sqlite" in str(ei.value)
+
+
+def test_cache_path_that_cannot_be_a_file_is_a_clear_error(tmp_path):
+    from tl_concepts.errors import LLMError
+
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    with pytest.raises(LLMError, match="cannot be used") as ei:
+        LLMCache(tmp_path / "blocker" / "c.sqlite")
+    assert ei.value.kind == "cache"

@@ -136,9 +136,40 @@ def test_chat_batches_and_matches_single_generation(tiny_tok):
         assert 1 <= s.completion_tokens <= 6 and s.requests == 1
     sampled = b.chat(asks[0], max_tokens=4, temperature=1.0)
     assert sampled.requests == 1 and sampled.completion_tokens <= 4
-    # a random model's answer is no JSON: a failure with the raw text, never a placeholder
+    # a random model's answer never ends: cut at max_tokens, it is a failure with the raw
+    # text, never a placeholder
     r = b.chat(asks[0], max_tokens=6, json_output=True)
-    assert r.text is None and r.failure.kind == "unparseable"
+    assert r.text is None and r.failure.kind == "truncated" and r.failure.raw
+
+
+def test_chat_cut_at_max_tokens_is_truncated_and_eos_is_a_clean_stop(tiny_tok):
+    model = make_tiny_model(tiny_tok)
+    b = InProcessBackend(model=model, tokenizer=tiny_tok)
+    ask = [Message("user", "the cat")]
+    cut = b.chat(ask, max_tokens=2)
+    assert cut.failure.kind == "truncated" and cut.text is None
+    assert cut.failure.raw and cut.completion_tokens == 2 and "max_tokens=2" in cut.failure.message
+    steps: list[int] = []
+
+    def eos_from_third_step(module, args, out):  # the model ends its answer after 2 tokens
+        steps.append(1)
+        if len(steps) >= 3:
+            out.logits[..., tiny_tok.eos_token_id] = 1e4
+        return out
+
+    hook = model.register_forward_hook(eos_from_third_step)
+    try:
+        done = b.chat(ask, max_tokens=8)
+    finally:
+        hook.remove()
+    assert done.ok and done.text == cut.failure.raw and done.completion_tokens == 3
+
+    async def notebook_cell():  # the sync API inside a running event loop (Jupyter)
+        return b.chat(ask, max_tokens=2), b.next_token_distributions(PROMPT, [len(PROMPT)],
+                                                                     ["3"])
+
+    again, d = asyncio.run(notebook_cell())
+    assert again.failure.raw == cut.failure.raw and d.ok
 
 
 def test_cache_identity_tracks_the_weights(tiny_tok):

@@ -216,3 +216,166 @@ def test_wrappers_compose_around_any_backend(tmp_path):
     assert again.cached  # a deterministic failure is recorded once
     t = ledger.totals()
     assert t["calls"] == 5 and t["cache_hits"] == 2 and t["failures"] == {"unparseable": 2}
+
+
+def test_tagged_views_meter_units_into_one_ledger_and_a_jsonl_sink(standin, tmp_path):
+    from tl_concepts.llm.ledger import merge_usage
+
+    sink = tmp_path / "calls" / "llm-calls.jsonl"
+    ledger = Ledger(prices={"standin-model": {"input": 1.0, "output": 2.0}}, sink=sink)
+    llm = get_llm("openai:standin-model", base_url=standin.base_url, api_key=SECRET,
+                  cache=tmp_path / "c.sqlite", ledger=ledger,
+                  retry=RetryPolicy(max_retries=1, base_delay=0.01))
+    standin.push(Reply.chat("a", prompt_tokens=100, completion_tokens=10),
+                 Reply.error(500, "x"), Reply.chat("b", prompt_tokens=50, completion_tokens=5),
+                 Reply.chat("cut", finish_reason="length", prompt_tokens=7, completion_tokens=3))
+    u1 = llm.tagged(unit="blocks.0.mlp.hook_post.1", stage="explain")
+    u2 = llm.tagged(unit="blocks.0.mlp.hook_post.2", stage="explain")
+    assert isinstance(u1, MeteredLLM) and u1.ledger is ledger and u1.inner is llm.inner
+
+    async def work():
+        a = await u1.achat([Message("user", "secret prompt text q1")])
+        b = await u1.achat([Message("user", "q2")])
+        c = await u2.achat([Message("user", "q3")], stage="judge")  # a call may name its stage
+        d = await u2.achat([Message("user", "secret prompt text q1")])  # cache hit
+        return a, b, c, d
+
+    a, b, c, d = asyncio.run(work())
+    assert a.ok and b.ok and c.failure.kind == "truncated" and d.cached
+    one = u1.usage()
+    assert {k: one[k] for k in ("calls", "requests", "retries", "cache_hits", "prompt_tokens",
+                                "completion_tokens")} == dict(
+        calls=2, requests=3, retries=1, cache_hits=0, prompt_tokens=150, completion_tokens=15)
+    assert one["failures"] == {} and one["cost_usd"] == pytest.approx(180 / 1e6)
+    two = u2.usage()
+    assert (two["calls"], two["cache_hits"], two["failures"]) == (2, 1, {"truncated": 1})
+    assert ledger.usage(unit="blocks.0.mlp.hook_post.1") == one
+    assert ledger.usage(stage="explain", unit="blocks.0.mlp.hook_post.2")["calls"] == 1
+    assert ledger.usage(stage="judge")["failures"] == {"truncated": 1}
+    assert ledger.usage() == ledger.totals() == merge_usage(one, two)
+    assert ledger.totals()["calls"] == 4
+
+    lines = [json.loads(x) for x in sink.read_text().splitlines()]
+    assert len(lines) == 4
+    assert [(x["stage"], x["unit"], x["cached"], x["requests"], x["failure"]) for x in lines] \
+        == [("explain", "blocks.0.mlp.hook_post.1", False, 1, None),
+            ("explain", "blocks.0.mlp.hook_post.1", False, 2, None),
+            ("judge", "blocks.0.mlp.hook_post.2", False, 1, "truncated"),
+            ("explain", "blocks.0.mlp.hook_post.2", True, 0, None)]
+    assert {"time", "op", "backend", "model", "prompt_tokens", "completion_tokens",
+            "retries", "seconds"} <= set(lines[0])
+    text = sink.read_text()
+    assert "secret prompt text" not in text and SECRET not in text
+
+    # the sink alone rebuilds the ledger (a torn last line after kill -9 is skipped)
+    with open(sink, "a") as f:
+        f.write('{"time": 1, "stage": "expl')
+    rebuilt = Ledger.from_jsonl(sink, prices={"standin-model": {"input": 1.0, "output": 2.0}})
+    assert rebuilt.usage() == ledger.usage()
+    assert rebuilt.usage(unit="blocks.0.mlp.hook_post.1") == one
+
+
+def test_ledger_round_trip_and_merge_for_resumed_runs():
+    ledger = Ledger(prices={"priced": {"input": 1.0, "output": 1.0}})
+    ledger.record(ChatResult("x", model="priced", backend="openai", prompt_tokens=10,
+                             completion_tokens=5, requests=2, retries=1), stage="labels",
+                  unit="c1")
+    ledger.record(ChatResult(None, failure=Failure("retries_exhausted", "down"), model="priced",
+                             backend="openai", requests=3, retries=2), stage="labels",
+                  unit="c2")
+    ledger.record(ChatResult("y", model="mystery", backend="openai", prompt_tokens=1,
+                             requests=1), stage="judge")
+    ledger.record_fatal("auth", stage="judge", backend="openai", model="priced")
+    d = ledger.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    back = Ledger.from_dict(d)
+    assert back.to_dict() == d
+    assert back.usage(unit="c2")["failures"] == {"retries_exhausted": 1}
+    assert back.usage(stage="judge")["cost_usd"] is None  # "mystery" has no price
+    assert back.usage(stage="judge")["failures"] == {"fatal:auth": 1}
+
+    # an interrupted invocation saved d; the resumed one adds its own calls
+    now = Ledger(prices={"priced": {"input": 1.0, "output": 1.0}})
+    now.record(ChatResult("z", model="priced", backend="openai", prompt_tokens=4, requests=1),
+               stage="labels", unit="c2")
+    total = Ledger().merge(d).merge(now)
+    lab = total.usage(stage="labels")
+    assert (lab["calls"], lab["requests"], lab["prompt_tokens"]) == (3, 6, 14)
+    assert lab["cost_usd"] == pytest.approx(19 / 1e6)
+    c2 = total.usage(unit="c2")
+    assert (c2["calls"], c2["requests"], c2["failures"]) == (2, 4, {"retries_exhausted": 1})
+    assert Ledger().to_dict().get("units") is None  # no tags, no "units" entry
+
+
+def test_tagged_on_a_bare_backend_and_stage_defaults(tmp_path):
+    view = _Fake().tagged(unit="u7", stage="descriptors")
+    assert view.chat([Message("user", "hi")]).text == "HI"
+    assert view.usage()["calls"] == 1 and view.ledger.usage(stage="descriptors",
+                                                            unit="u7")["requests"] == 1
+    inner = view.tagged(unit="u8")  # inherits the stage
+    inner.chat([Message("user", "x")])
+    assert view.ledger.usage(stage="descriptors", unit="u8")["calls"] == 1
+    assert view.usage()["calls"] == 1  # each view counts its own calls
+
+
+@pytest.mark.parametrize("kind", ["auth", "unknown_model", "unreachable"])
+def test_wrappers_reraise_fatal_errors_with_their_type(standin, tmp_path, caplog, kind):
+    from tl_concepts.errors import LLMAuthError, LLMUnavailableError
+
+    caplog.set_level(logging.DEBUG)
+    sink = tmp_path / "calls.jsonl"
+    ledger = Ledger(sink=sink)
+    base_url = standin.base_url
+    if kind == "auth":
+        standin.api_key = "sk-the-right-one-000"
+    elif kind == "unknown_model":
+        standin.models = {"real"}
+    else:
+        standin.stop()
+    llm = get_llm("openai:standin-model", base_url=base_url, api_key=SECRET,
+                  cache=tmp_path / "c.sqlite", ledger=ledger,
+                  retry=RetryPolicy(max_retries=1, base_delay=0.01))
+    want = LLMAuthError if kind == "auth" else LLMUnavailableError
+    view = llm.tagged(unit="u1", stage="labels")
+    with pytest.raises(want) as ei:
+        view.chat([Message("user", "q")])
+    assert ei.value.kind == kind and base_url in str(ei.value)
+    with pytest.raises(want):  # the distributions path too
+        llm.next_token_distributions("the cat 5", [9], ["5"], stage="sim")
+    assert view.usage()["failures"] == {f"fatal:{kind}": 1}
+    assert ledger.usage(stage="sim")["failures"] == {f"fatal:{kind}": 1}
+    assert len(llm.cache) == 0
+    for text in (str(ei.value), caplog.text, sink.read_text()):
+        assert SECRET not in text
+
+
+def test_cache_identity_has_what_determines_answers_and_no_secrets(standin, tmp_path):
+    def ident(**kw):
+        kw.setdefault("api_key", SECRET)
+        kw.setdefault("base_url", standin.base_url)
+        return make_backend(f"openai:{kw.pop('model', 'standin-model')}", **kw).cache_identity()
+
+    base = ident()
+    assert base["backend"] == "openai" and base["model"] == "standin-model"
+    assert base["base_url"] == standin.base_url
+    assert SECRET not in json.dumps(base)
+    assert ident(api_key="sk-other-key-0000000") == base  # the key does not change answers
+    assert ident(max_concurrency=2, timeout=5.0) == base  # nor limits and timeouts
+    for changed in (ident(model="other"), ident(base_url="http://127.0.0.1:9/v1"),
+                    ident(distribution_method="json"), ident(context_length=512),
+                    ident(alignment="shifted")):
+        assert changed != base
+    # what the backend learns at run time (the alignment found) does not change it
+    b = make_backend("openai:standin-model", base_url=standin.base_url, api_key="k")
+    before = b.cache_identity()
+    assert b.next_token_distributions("the cat 5", [9], ["5"]).ok and b.alignment == "standard"
+    assert b.cache_identity() == before
+    # wrappers report the backend's identity, the in-process one carries the weights
+    llm = get_llm("openai:standin-model", base_url=standin.base_url, api_key=SECRET,
+                  cache=tmp_path / "c.sqlite", ledger=Ledger())
+    assert llm.cache_identity() == llm.tagged(unit="u").cache_identity() == base
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    ip = make_backend(f"in-process:{folder}").cache_identity()
+    assert ip["backend"] == "in-process" and ip["model"] == "hf" and len(ip["weights"]) == 32

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import socket
 import time
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from tests.standins.openai_server import Reply, toy_logprobs
+from tl_concepts.errors import LLMAuthError, LLMError, LLMUnavailableError
 from tl_concepts.llm import (
     Limiter,
     LLMFatalError,
@@ -19,6 +21,7 @@ from tl_concepts.llm import (
     PositionError,
     RetryPolicy,
 )
+from tl_concepts.llm.base import is_transient
 
 FAST = RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05)
 U = [Message("user", "hello there")]
@@ -90,41 +93,107 @@ def test_malformed_bodies_are_retried_then_fail(standin, body):
     assert r.failure.kind == "retries_exhausted" and "malformed" in r.failure.message
 
 
-def test_wrong_key_stops_the_job_without_retry_or_leak(standin):
-    standin.api_key = "sk-right-key-000000"
-    with pytest.raises(LLMFatalError) as ei:
-        backend(standin, api_key="sk-wrong-key-987654321").chat(U)
-    assert ei.value.kind == "auth"
-    assert "sk-wrong-key-987654321" not in str(ei.value)
-    assert "OPENAI_API_KEY" in str(ei.value)
+@pytest.mark.parametrize("status", [401, 403])
+def test_wrong_key_stops_the_job_without_retry_or_leak(standin, caplog, status):
+    caplog.set_level(logging.DEBUG)
+    wrong = "sk-wrong-key-987654321"
+    if status == 401:
+        standin.api_key = "sk-right-key-000000"  # the stand-in echoes the wrong key back
+    else:
+        standin.push(Reply.error(403, f"key {wrong} may not use this model",
+                                 type="permission_error"))
+    with pytest.raises(LLMAuthError) as ei:
+        backend(standin, api_key=wrong).chat(U)
+    msg = str(ei.value)
+    assert ei.value.kind == "auth" and isinstance(ei.value, LLMError)
+    assert f"HTTP {status}" in msg and standin.base_url in msg and "OPENAI_API_KEY" in msg
+    assert wrong not in msg and wrong not in caplog.text
     assert len(standin.posts()) == 1  # no retry
 
 
 def test_unknown_model_stops_the_job(standin):
     standin.models = {"real-model"}
-    with pytest.raises(LLMFatalError) as ei:
+    with pytest.raises(LLMUnavailableError) as ei:
         backend(standin, model="no-such-model").chat(U)
-    assert ei.value.kind == "unknown_model" and "no-such-model" in str(ei.value)
+    msg = str(ei.value)
+    assert ei.value.kind == "unknown_model" and "no-such-model" in msg
+    assert standin.base_url in msg and "model name" in msg
     assert len(standin.posts()) == 1
 
 
 def test_bad_request_stops_the_job(standin):
     standin.push(Reply.error(400, "Invalid value for 'temperature'"))
-    with pytest.raises(LLMFatalError) as ei:
+    with pytest.raises(LLMError) as ei:
         backend(standin).chat(U)
+    assert type(ei.value) is LLMError
     assert ei.value.kind == "bad_request" and "temperature" in str(ei.value)
     assert len(standin.posts()) == 1
 
 
-def test_unreachable_url_stops_the_job_with_the_url():
+def _free_port() -> int:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    b = OpenAIBackend("m", base_url=f"http://127.0.0.1:{port}/v1", api_key="k",
+        return s.getsockname()[1]
+
+
+def test_unreachable_url_stops_the_job_with_the_url():
+    port = _free_port()
+    b = OpenAIBackend("m", base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-key-abcdef99",
                       retry=RetryPolicy(max_retries=1, base_delay=0.01))
-    with pytest.raises(LLMFatalError) as ei:
+    with pytest.raises(LLMUnavailableError) as ei:
         b.chat(U)
-    assert ei.value.kind == "unreachable" and f"127.0.0.1:{port}" in str(ei.value)
+    msg = str(ei.value)
+    assert ei.value.kind == "unreachable" and f"127.0.0.1:{port}" in msg
+    assert "2 attempts" in msg and "OPENAI_BASE_URL" in msg and "sk-key-abcdef99" not in msg
+
+
+def test_server_gone_mid_run_is_unreachable_not_a_per_item_failure(standin):
+    b = backend(standin)
+    assert b.chat(U).ok
+    standin.stop()
+    with pytest.raises(LLMUnavailableError):
+        b.chat([Message("user", "another")])
+
+
+def test_timeouts_past_the_retries_are_a_transient_failure(standin):
+    standin.latency = 0.5
+    r = backend(standin, timeout=0.1).chat(U)
+    assert r.failure.kind == "retries_exhausted" and is_transient(r.failure.kind)
+    assert "timed out" in r.failure.message and r.requests == 3
+
+
+def test_truncated_answer_is_a_failure_with_the_raw_text(standin):
+    standin.chat_finish_reason = "length"
+    standin.chat_text = '{"label": "concept polit'
+    r = backend(standin).chat(U, max_tokens=5)
+    assert not r.ok and r.text is None
+    assert r.failure.kind == "truncated" and r.failure.raw == '{"label": "concept polit'
+    assert "max_tokens=5" in r.failure.message and not is_transient("truncated")
+    r = backend(standin).chat(U, json_output=True)  # also when asked for JSON
+    assert r.failure.kind == "truncated"
+
+
+def test_standin_truncates_at_max_tokens(standin):
+    standin.truncate_at_max_tokens = True
+    standin.chat_text = "one two three four five"
+    b = backend(standin)
+    r = b.chat(U, max_tokens=3)
+    assert r.failure.kind == "truncated" and r.failure.raw == "one two three"
+    r = b.chat(U, max_tokens=5)
+    assert r.ok and r.text == "one two three four five"
+
+
+def test_persistent_500_then_recovery(standin):
+    standin.fail()  # down until told
+    b = backend(standin)
+    r = b.chat(U)
+    assert r.failure.kind == "retries_exhausted" and "HTTP 500" in r.failure.message
+    assert standin.failed == 3
+    standin.recover()
+    assert b.chat(U).ok
+    standin.fail(2, status=503)  # the next two fail, then it answers
+    r = b.chat(U)
+    assert r.ok and r.retries == 2 and standin.failed == 5
 
 
 def test_server_context_overflow_and_content_filter_are_per_request_failures(standin):
@@ -328,6 +397,14 @@ def test_non_numeric_simulation_answers_are_failures(standin, answer):
         d.expected_values()  # never a vector of zeros
 
 
+def test_truncated_json_simulation_answer_is_a_failure(standin):
+    b = backend(standin, distribution_method="json")
+    standin.push(Reply.chat('{"distributions": [{"0": 0.', finish_reason="length"))
+    d = b.next_token_distributions(PROMPT, [len(PROMPT)], CANDS)
+    assert not d.ok and d.failure.kind == "truncated"
+    assert d.failure.raw == '{"distributions": [{"0": 0.'
+
+
 def test_explicit_method_without_support_is_a_no_logprobs_failure(standin):
     standin.completions_alignment = "none"
     d = backend(standin, distribution_method="prompt_logprobs").next_token_distributions(
@@ -373,14 +450,32 @@ def test_distribution_argument_checks(standin):
     assert standin.posts() == []
 
 
-def test_sync_wrapper_refuses_inside_a_running_loop(standin):
-    b = backend(standin)
+def test_sync_wrappers_work_inside_a_running_event_loop(standin):
+    # A Jupyter cell runs inside the kernel's event loop: the sync API must still work.
+    from tl_concepts.llm import get_llm, Ledger
 
-    async def inside():
-        with pytest.raises(RuntimeError, match="await the a"):
-            b.chat(U)
+    standin.push(Reply.chat("from a notebook"))
+    llm = get_llm("openai:standin-model", base_url=standin.base_url, api_key="k",
+                  cache=False, ledger=Ledger(), retry=FAST)
 
-    asyncio.run(inside())
+    async def cell():
+        asyncio.get_running_loop()  # really inside a loop
+        r = llm.chat(U, stage="nb")
+        d = llm.next_token_distributions(PROMPT, [len(PROMPT)], CANDS)
+        llm.close()
+        return r, d
+
+    r, d = asyncio.run(cell())
+    assert r.ok and r.text == "from a notebook"
+    assert d.ok and d.probs[0] == pytest.approx(toy_probs(PROMPT))
+    assert llm.ledger.usage(stage="nb")["requests"] == 1
+
+    async def wrong_key_cell():
+        standin.api_key = "sk-right-000000"
+        with pytest.raises(LLMAuthError):  # errors reach the caller unchanged
+            llm.chat(U)
+
+    asyncio.run(wrong_key_cell())
 
 
 def test_exhausted_quota_stops_the_job(standin):
@@ -389,6 +484,7 @@ def test_exhausted_quota_stops_the_job(standin):
     with pytest.raises(LLMFatalError) as ei:
         backend(standin).chat(U)
     assert ei.value.kind == "quota" and len(standin.posts()) == 1
+    assert standin.base_url in str(ei.value) and "credit" in str(ei.value)
 
 
 def test_adapts_to_servers_wanting_max_completion_tokens(standin):
@@ -400,3 +496,103 @@ def test_adapts_to_servers_wanting_max_completion_tokens(standin):
     assert standin.posts()[-1]["json"]["max_completion_tokens"] == 9
     b.chat(U)
     assert "max_tokens" not in standin.posts()[-1]["json"]  # remembered
+
+
+def _post_json(url: str, body: dict) -> dict:
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_standin_out_of_process_outage_and_truncation_controls():
+    """The stand-in as another process (how CLI tests use it): flags and the control
+    endpoint set outages and truncation."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.standins.openai_server",
+                             "--fail-first", "2", "--fail-status", "503", "--truncate",
+                             "--chat-text", "one two three"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        base = json.loads(proc.stdout.readline())["base_url"]
+        b = OpenAIBackend("standin-model", base_url=base, api_key="k",
+                          retry=RetryPolicy(max_retries=1, base_delay=0.01))
+        r = b.chat(U, max_tokens=2)
+        assert r.failure.kind == "retries_exhausted" and "HTTP 503" in r.failure.message
+        r = b.chat(U, max_tokens=2)  # recovered after 2 failures; cut at 2 toy tokens
+        assert r.failure.kind == "truncated" and r.failure.raw == "one two"
+        assert _post_json(base + "/_standin/control", {"fail": None})["fail_left"] is None
+        assert b.chat(U).failure.kind == "retries_exhausted"
+        _post_json(base + "/_standin/control", {"recover": True, "chat_finish_reason": "stop",
+                                                "truncate_at_max_tokens": False})
+        r = b.chat(U, max_tokens=2)
+        assert r.ok and r.text == "one two three"
+        with urllib.request.urlopen(base + "/_standin/stats", timeout=10) as resp:
+            stats = json.loads(resp.read())
+        assert stats["failed"] == 4 and stats["requests"] == 6  # control posts not counted
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_json_answer_cut_after_the_value_closed_is_kept(standin):
+    b = backend(standin)
+    standin.push(Reply.chat('```json\n{"label": "animals"}\n```\n\nThis JSON lists',
+                            finish_reason="length"))
+    r = b.chat(U, json_output=True)
+    assert r.ok and json.loads(r.text) == {"label": "animals"}
+    # cut inside the value: an inner list that parses on its own is not taken
+    standin.push(Reply.chat('{"descriptors": ["war", "peace"], "extra": "fin',
+                            finish_reason="length"))
+    r = b.chat(U, json_output=True)
+    assert r.failure.kind == "truncated"
+    standin.push(Reply.chat('{"label": "animals"} and more', finish_reason="length"))
+    assert b.chat(U).failure.kind == "truncated"  # plain text: any cut is a failure
+
+
+def test_unreachable_is_decided_by_the_last_retry(standin):
+    """A pooled connection reset first, then refused connections: the server is down
+    (fatal); refused first, then a 500: it is up, the item failed (per-item failure)."""
+    import openai
+    import openai._base_client as base_client
+
+    httpx_mod = getattr(base_client, "httpx2", None) or getattr(base_client, "httpx")
+    request = httpx_mod.Request("POST", standin.base_url + "/chat/completions")
+
+    def conn_error(cls):
+        try:
+            raise cls("boom", request=request)
+        except Exception as cause:  # noqa: BLE001 - how the client chains it
+            err = openai.APIConnectionError(request=request)
+            err.__cause__ = cause
+            return err
+
+    b = backend(standin)
+
+    class Scripted:
+        def __init__(self, plan):
+            self.plan = list(plan)
+
+        async def post(self, *a, **kw):
+            step = self.plan.pop(0)
+            raise step
+
+        async def close(self):
+            pass
+
+    b._client = lambda: client  # type: ignore[method-assign]
+    client = Scripted([conn_error(httpx_mod.ReadError), conn_error(httpx_mod.ConnectError),
+                       conn_error(httpx_mod.ConnectError)])
+    with pytest.raises(LLMUnavailableError):
+        b.chat(U)
+    err500 = openai.InternalServerError("down", response=httpx_mod.Response(
+        500, request=request), body=None)
+    client = Scripted([conn_error(httpx_mod.ConnectError), conn_error(httpx_mod.ConnectError),
+                       err500])
+    r = b.chat(U)
+    assert r.failure.kind == "retries_exhausted" and "HTTP 500" in r.failure.message

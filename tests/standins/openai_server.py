@@ -30,6 +30,21 @@ When the script queue is empty the server answers from a toy deterministic "mode
   ``"standard"`` (OpenAI / vLLM: entry i is the distribution of token i, entry 0 None),
   ``"shifted"`` (llama.cpp without BOS: entry i is the distribution of token i+1, entry
   0 None), ``"none"`` (``logprobs: null``) or ``"unsupported"`` (404 on /completions).
+
+Fault injection:
+
+* an outage: ``OpenAIStandin(fail_first=3)`` or ``srv.fail(3)`` answers the next 3 POST
+  requests with HTTP 500 (``fail_status``), then recovers; ``srv.fail()`` fails every
+  request until ``srv.recover()``;
+* truncation: ``chat_finish_reason="length"`` answers every toy chat with finish_reason
+  "length"; ``truncate_at_max_tokens=True`` cuts the toy chat text at the request's
+  ``max_tokens`` (toy tokens) and then says "length", as a real server does.
+
+Out of process, ``POST $BASE/_standin/control`` with a JSON object sets the same
+options: ``{"fail": 3}`` (or ``null``: until recovered), ``{"fail_status": 503}``,
+``{"recover": true}``, ``{"chat_finish_reason": "length"}``, ``{"chat_text": "..."}``,
+``{"truncate_at_max_tokens": true}``; command-line flags ``--fail-first N``,
+``--fail-status``, ``--finish-reason``, ``--chat-text``, ``--truncate``.
 """
 from __future__ import annotations
 
@@ -175,7 +190,9 @@ class OpenAIStandin:
     Attributes you may set at any time: ``latency`` (seconds per answer), ``api_key``
     (None: accept any), ``models`` (None: accept any), ``chat_text``, ``chat_logprobs``
     (bool), ``completions_alignment``, ``responder`` (``fn(request) -> Reply | None``,
-    consulted when the script queue is empty).
+    consulted when the script queue is empty), ``chat_finish_reason``,
+    ``truncate_at_max_tokens``, ``fail_status``. Outages: :meth:`fail` / :meth:`recover`
+    (``failed``: how many requests an outage answered).
     """
 
     def __init__(
@@ -189,6 +206,10 @@ class OpenAIStandin:
         completions_alignment: str = "standard",
         host: str = "127.0.0.1",
         port: int = 0,
+        fail_first: int = 0,
+        fail_status: int = 500,
+        chat_finish_reason: str = "stop",
+        truncate_at_max_tokens: bool = False,
     ) -> None:
         self.latency = latency
         self.api_key = api_key
@@ -196,6 +217,11 @@ class OpenAIStandin:
         self.chat_text = chat_text
         self.chat_logprobs = chat_logprobs
         self.completions_alignment = completions_alignment
+        self.chat_finish_reason = chat_finish_reason
+        self.truncate_at_max_tokens = truncate_at_max_tokens
+        self.fail_status = fail_status
+        self._fail_left: int | None = int(fail_first)  # None: until recover()
+        self.failed = 0
         self.responder: Callable[[dict[str, Any]], Reply | None] | None = None
         self.requests: list[dict[str, Any]] = []
         self._queue: deque[Reply] = deque()
@@ -253,6 +279,46 @@ class OpenAIStandin:
             self.requests.clear()
             self.max_in_flight = 0
 
+    def fail(self, count: int | None = None, status: int | None = None) -> None:
+        """An outage: answer the next ``count`` POST requests (None: every one until
+        :meth:`recover`) with HTTP ``status`` (default ``fail_status``, 500)."""
+        with self._lock:
+            self._fail_left = None if count is None else int(count)
+            if status is not None:
+                self.fail_status = int(status)
+
+    def recover(self) -> None:
+        """End an outage: answer normally again."""
+        with self._lock:
+            self._fail_left = 0
+
+    def _outage(self) -> Reply | None:
+        with self._lock:
+            if self._fail_left is not None:
+                if self._fail_left <= 0:
+                    return None
+                self._fail_left -= 1
+            self.failed += 1
+            status = self.fail_status
+        return Reply.error(status, f"the stand-in is down (HTTP {status})",
+                           type="server_error")
+
+    def _control(self, body: Any) -> Reply:
+        if not isinstance(body, dict):
+            return Reply.error(400, "control body must be a JSON object", delay=0)
+        if body.get("recover"):
+            self.recover()
+        if "fail" in body:
+            self.fail(body["fail"], body.get("fail_status"))
+        elif "fail_status" in body:
+            self.fail_status = int(body["fail_status"])
+        for name in ("chat_finish_reason", "chat_text", "truncate_at_max_tokens"):
+            if name in body:
+                setattr(self, name, body[name])
+        with self._lock:
+            left = self._fail_left
+        return Reply(json={"fail_left": left, "failed": self.failed}, delay=0)
+
     def posts(self, path_suffix: str = "") -> list[dict[str, Any]]:
         """Logged POST requests whose path ends with ``path_suffix``."""
         with self._lock:
@@ -272,12 +338,18 @@ class OpenAIStandin:
         if method == "GET" and path.endswith("/_standin/stats"):
             with self._lock:
                 stats = {"requests": sum(1 for r in self.requests if r["method"] == "POST"),
-                         "max_in_flight": self.max_in_flight}
+                         "max_in_flight": self.max_in_flight, "failed": self.failed}
             return Reply(json=stats, delay=0)
+        if method == "POST" and path.endswith("/_standin/control"):
+            return self._control(body)
         request = {"method": method, "path": path, "headers": headers, "json": body,
                    "time": time.time()}
         with self._lock:
             self.requests.append(request)
+        if method == "POST":
+            down = self._outage()
+            if down is not None:
+                return down
         if self.api_key is not None:
             auth = headers.get("authorization", "")
             if auth != f"Bearer {self.api_key}":
@@ -319,7 +391,14 @@ class OpenAIStandin:
             best = max(dist.items(), key=lambda kv: kv[1])[0]
             return Reply.chat(best, model=model, top_logprobs=[dist],
                               prompt_tokens=prompt_tokens, completion_tokens=1)
-        return Reply.chat(self.chat_text, model=model, prompt_tokens=prompt_tokens)
+        text, finish = self.chat_text, self.chat_finish_reason
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        if self.truncate_at_max_tokens and limit is not None:
+            toks = toy_tokenize(text or "")
+            if len(toks) > int(limit):
+                text, finish = "".join(t for t, _ in toks[: int(limit)]), "length"
+        return Reply.chat(text, model=model, prompt_tokens=prompt_tokens,
+                          finish_reason=finish)
 
     def _toy_completion(self, body: dict[str, Any]) -> Reply:
         align = self.completions_alignment
@@ -446,9 +525,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--alignment", default="standard")
+    ap.add_argument("--fail-first", type=int, default=0,
+                    help="answer the first N POST requests with --fail-status, then recover")
+    ap.add_argument("--fail-status", type=int, default=500)
+    ap.add_argument("--finish-reason", default="stop",
+                    help="finish_reason of the toy chat answers (e.g. length)")
+    ap.add_argument("--chat-text", default="ok", help="text of the toy chat answers")
+    ap.add_argument("--truncate", action="store_true",
+                    help="cut the toy chat text at the request's max_tokens (finish length)")
     args = ap.parse_args(argv)
     srv = OpenAIStandin(latency=args.latency, port=args.port, api_key=args.api_key,
-                        completions_alignment=args.alignment).start()
+                        completions_alignment=args.alignment, fail_first=args.fail_first,
+                        fail_status=args.fail_status, chat_finish_reason=args.finish_reason,
+                        chat_text=args.chat_text, truncate_at_max_tokens=args.truncate).start()
     print(json.dumps({"base_url": srv.base_url}), flush=True)
     try:
         while True:

@@ -17,18 +17,20 @@ from .base import (
     LLMWrapper,
     Message,
     PositionError,
+    TRANSIENT_FAILURES,
+    is_transient,
 )
 from .cache import CachedLLM, LLMCache
 from .factory import default_cache_path, default_ledger, get_llm, make_backend
 from .inprocess import InProcessBackend
-from .ledger import DEFAULT_PRICES, Ledger, MeteredLLM
+from .ledger import DEFAULT_PRICES, USAGE_KEYS, Ledger, MeteredLLM, merge_usage
 from .limits import Limiter, RetryPolicy
 from .openai_backend import OpenAIBackend
 
 __all__ = [
     "LLM", "LLMWrapper", "Message", "ChatResult", "Distributions", "Failure", "FailureKind",
-    "DistributionMethod", "LLMFatalError", "PositionError",
+    "DistributionMethod", "LLMFatalError", "PositionError", "is_transient", "TRANSIENT_FAILURES",
     "get_llm", "make_backend", "default_ledger", "default_cache_path",
     "OpenAIBackend", "InProcessBackend", "CachedLLM", "LLMCache", "MeteredLLM", "Ledger",
-    "DEFAULT_PRICES", "Limiter", "RetryPolicy",
+    "DEFAULT_PRICES", "USAGE_KEYS", "merge_usage", "Limiter", "RetryPolicy",
 ]

@@ -18,11 +18,14 @@ Example:
 from __future__ import annotations
 
 import abc
-import asyncio
-from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
+from tl_concepts._sync import run_sync
 from tl_concepts.errors import LLMError
+
+if TYPE_CHECKING:
+    from .ledger import MeteredLLM
 
 FailureKind = Literal[
     "unparseable",        # the answer came back but could not be parsed
@@ -183,9 +186,14 @@ class LLM(abc.ABC):
     """The model's context window in tokens, when known (prompts over it are refused)."""
 
     def cache_identity(self) -> dict[str, Any]:
-        """Everything about this backend that determines its answers (for cache keys).
+        """Everything about this backend that determines its answers (for cache keys and
+        result fingerprints): backend, model, and what the backend adds (base URL, weights
+        fingerprint, ...). Per-call sampling settings (temperature, max_tokens) are not in
+        it: key them separately. Never contains secrets.
 
-        Never contains secrets. Backends extend it (base URL, weights fingerprint, ...).
+        Example:
+            >>> OpenAIBackend("gpt-4o-mini", api_key="sk-...").cache_identity()["base_url"]  # doctest: +SKIP
+            'https://api.openai.com/v1'
         """
         return {"backend": self.name, "model": self.model}
 
@@ -220,16 +228,16 @@ class LLM(abc.ABC):
         """Probability of each candidate as the next token after ``prompt[:p]`` for each p."""
 
     def chat(self, messages: Sequence[Message], **kw: Any) -> ChatResult:
-        """Sync wrapper around :meth:`achat`."""
-        _no_running_loop()  # checked before any coroutine is made
-        return _run(self._then_close(self.achat(messages, **kw)))
+        """Sync wrapper around :meth:`achat`; works in scripts and inside a running event
+        loop (a Jupyter cell), where it runs on a worker thread."""
+        return run_sync(self._then_close(self.achat(messages, **kw)))
 
     def next_token_distributions(
         self, prompt: str, positions: Sequence[int], candidates: Sequence[str], **kw: Any
     ) -> Distributions:
-        """Sync wrapper around :meth:`anext_token_distributions`."""
-        _no_running_loop()
-        return _run(self._then_close(
+        """Sync wrapper around :meth:`anext_token_distributions` (works inside a running
+        event loop too)."""
+        return run_sync(self._then_close(
             self.anext_token_distributions(prompt, positions, candidates, **kw)))
 
     async def _then_close(self, coro: Any) -> Any:
@@ -240,8 +248,26 @@ class LLM(abc.ABC):
             await self.aclose()
 
     def close(self) -> None:
-        """Sync wrapper around :meth:`aclose`."""
-        _run(self.aclose())
+        """Sync wrapper around :meth:`aclose` (works inside a running event loop too)."""
+        run_sync(self.aclose())
+
+    def tagged(self, *, unit: str | None = None, stage: str | None = None) -> "MeteredLLM":
+        """A view of this LLM that meters its calls under ``unit`` / ``stage`` tags.
+
+        On a :class:`~tl_concepts.llm.ledger.MeteredLLM` (what ``get_llm`` returns) the
+        view records into the same ledger; on a bare LLM into a new
+        :class:`~tl_concepts.llm.ledger.Ledger` of its own. ``view.usage()`` is the usage
+        of the calls made through the view.
+
+        Example:
+            >>> u = llm.tagged(unit="blocks.0.mlp.hook_post.7", stage="explain")  # doctest: +SKIP
+            >>> r = await u.achat([Message("user", "...")])                        # doctest: +SKIP
+            >>> u.usage()["requests"]                                              # doctest: +SKIP
+            1
+        """
+        from .ledger import Ledger, MeteredLLM
+
+        return MeteredLLM(self, Ledger()).tagged(unit=unit, stage=stage)
 
 
 class LLMWrapper(LLM):
@@ -291,16 +317,3 @@ class LLMWrapper(LLM):
         self, prompt: str, positions: Sequence[int], candidates: Sequence[str], **kw: Any
     ) -> Distributions:
         return await self.inner.anext_token_distributions(prompt, positions, candidates, **kw)
-
-
-def _no_running_loop() -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise RuntimeError("called a sync LLM method inside a running event loop; await the a* method")
-
-
-def _run(coro: Any) -> Any:
-    _no_running_loop()
-    return asyncio.run(coro)

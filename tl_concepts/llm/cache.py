@@ -8,9 +8,16 @@ model, base URL, weights fingerprint, ...), the messages or prompt, and the para
 The API key is never part of it, nor stored anywhere in the file; the pipeline stage is
 not part of it either (the same question asked by two stages is answered once).
 
-Answers are stored as soon as they arrive. Transient failures (retries exhausted,
-unexpected errors, missing logprobs) are never stored; deterministic ones (unparseable
-answer, refusal, content filter, context overflow) are, unless ``cache_failures=False``.
+Answers are stored as soon as they arrive. Transient failures
+(:func:`~tl_concepts.llm.base.is_transient`: retries exhausted, transient) are never stored,
+so a rerun after the server recovers asks again; nor are unexpected errors or missing
+logprobs. Permanent ones (unparseable answer, refusal, content filter, context overflow,
+truncated at ``max_tokens``) are, unless ``cache_failures=False``.
+
+A cache file that cannot be opened or read as SQLite (garbage bytes, a folder, no
+permission) raises :class:`~tl_concepts.errors.LLMError` with ``kind="cache"``, naming the
+file and what to do; a passing problem (the disk is busy, locked) only logs a warning and
+the call goes to the backend.
 
 Example:
     >>> llm = CachedLLM(OpenAIBackend("gpt-4o-mini"), "runs/llm-cache.sqlite")  # doctest: +SKIP
@@ -28,12 +35,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from .base import LLM, ChatResult, Distributions, Failure, LLMWrapper, Message
+from tl_concepts.errors import LLMError
+
+from .base import LLM, ChatResult, Distributions, Failure, LLMWrapper, Message, is_transient
 from .util import as_messages, canonical_json, check_distribution_args, request_key
 
 log = logging.getLogger("tl_concepts.llm")
 
-CACHEABLE_FAILURES = frozenset({"unparseable", "refusal", "content_filter", "context_overflow"})
+CACHEABLE_FAILURES = frozenset({"unparseable", "refusal", "content_filter", "context_overflow",
+                                "truncated"})
+"""Permanent failure kinds that may be cached (never a transient one)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -53,28 +64,50 @@ class LLMCache:
         self.path = Path(path)
         if self.path.suffix == "" or self.path.is_dir():
             self.path = self.path / "llm-cache.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
-        self._connect()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connect()
+        except (OSError, sqlite3.Error) as e:
+            raise self._unusable(e) from None
+
+    def _unusable(self, e: BaseException) -> LLMError:
+        p = str(self.path)
+        return LLMError(
+            f"the LLM answer cache {p} cannot be used ({e}). Move it aside to start a fresh "
+            f"cache (mv '{p}' '{p}.bad'), point TL_CONCEPTS_LLM_CACHE / cache= at another "
+            "file, or pass cache=False to run without a cache.", "cache")
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         conn = sqlite3.connect(str(self.path), timeout=60.0, check_same_thread=False,
                                isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=60000")
-        for _ in range(50):  # switching to WAL needs a moment alone with the file
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError:
-                time.sleep(0.1)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(_SCHEMA)
+        try:
+            conn.execute("PRAGMA busy_timeout=60000")
+            for _ in range(50):  # switching to WAL needs a moment alone with the file
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    time.sleep(0.1)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+            conn.execute("SELECT key, op, request, answer, created FROM answers LIMIT 0")
+        except BaseException:
+            conn.close()
+            raise
         self._conn, self._pid = conn, os.getpid()
         return conn
+
+    def _failed(self, e: sqlite3.Error, what: str) -> None:
+        """Corruption stops the job (LLMError "cache"); a passing problem is a warning."""
+        if not isinstance(e, sqlite3.OperationalError):  # DatabaseError: not a database,
+            raise self._unusable(e) from None            # malformed image, ...
+        log.warning("LLM cache %s failed (%s) on %s; %s", what, e, self.path,
+                    "treating as a miss" if what == "read" else "the answer is not cached")
 
     def get(self, key: str) -> dict[str, Any] | None:
         try:
@@ -82,9 +115,16 @@ class LLMCache:
                 row = self._connect().execute(
                     "SELECT answer FROM answers WHERE key=?", (key,)).fetchone()
         except sqlite3.Error as e:
-            log.warning("LLM cache read failed (%s); treating as a miss", e)
+            self._failed(e, "read")
             return None
-        return json.loads(row[0]) if row else None
+        if not row:
+            return None
+        try:
+            found = json.loads(row[0])
+        except (TypeError, ValueError) as e:
+            log.warning("unreadable entry in the LLM cache %s (%s); asking again", self.path, e)
+            return None
+        return found if isinstance(found, dict) else None
 
     def put(self, key: str, op: str, request: Any, answer: dict[str, Any]) -> None:
         try:
@@ -94,7 +134,7 @@ class LLMCache:
                     "VALUES (?,?,?,?,?)",
                     (key, op, canonical_json(request), json.dumps(answer), time.time()))
         except sqlite3.Error as e:
-            log.warning("LLM cache write failed (%s); the answer is not cached", e)
+            self._failed(e, "write")
 
     def __len__(self) -> int:
         with self._lock:
@@ -129,7 +169,10 @@ class CachedLLM(LLMWrapper):
     def _storable(self, result: ChatResult | Distributions) -> bool:
         if result.failure is None:
             return True
-        return self.cache_failures and result.failure.kind in CACHEABLE_FAILURES
+        kind = result.failure.kind
+        if is_transient(kind):  # a rerun must ask again (the cause may be gone)
+            return False
+        return self.cache_failures and kind in CACHEABLE_FAILURES
 
     async def _cached(self, op: str, request: dict[str, Any], call: Any, load: Any) -> Any:
         key = request_key(request)

@@ -525,7 +525,13 @@ class InProcessBackend(LLM):
         await self._chat_batcher.submit(job)
         out = job.text
         failure = None
-        if out is None or not out.strip():
+        from .util import json_closed_before_cut
+
+        if job.finish == "length" and not (json_output and json_closed_before_cut(out)):
+            # stopped at max_tokens without EOS (and not after a whole JSON value)
+            failure = Failure("truncated", f"the answer was cut at max_tokens={max_tokens} "
+                              "without an end of text; raise max_tokens", raw=out)
+        elif out is None or not out.strip():
             failure = Failure("unparseable", f"empty answer (finish={job.finish})", raw=out)
         elif json_output:
             try:

@@ -7,8 +7,17 @@ on the official ``openai`` async client.
   (requests in flight, requests and tokens per minute) and the
   :class:`~tl_concepts.llm.limits.RetryPolicy` (429, 5xx, timeouts, connection errors and
   malformed bodies are retried with backoff and jitter, honouring ``Retry-After``).
-  A wrong key, an unknown model or a rejected request raises
-  :class:`~tl_concepts.llm.base.LLMFatalError` at once; the key never appears in it.
+* Errors that stop the job are raised, never returned (the key never appears in them):
+  a refused key (HTTP 401/403) raises :class:`~tl_concepts.errors.LLMAuthError`; an
+  endpoint that still cannot be connected to on the last retry of a request, or a model
+  the server does not serve (HTTP 404), :class:`~tl_concepts.errors.LLMUnavailableError`;
+  a rejected request (400/422) or an exhausted quota, :class:`~tl_concepts.errors.LLMError`.
+* Per-request problems come back as a :class:`~tl_concepts.llm.base.Failure`: 429/5xx,
+  timeouts and malformed bodies past the retries are ``retries_exhausted`` (transient:
+  never cached, a rerun asks again); an answer cut at ``max_tokens``
+  (``finish_reason="length"``) is ``truncated`` with the text in ``failure.raw``; for a
+  JSON answer only when the cut fell inside the JSON value (a value that closed before the
+  cut lost only trailing prose).
 * Next-token distributions, ``distribution_method="auto"`` tries in order:
 
   1. ``prompt_logprobs``: one ``/completions`` request with ``echo`` + ``logprobs``. Servers
@@ -31,16 +40,18 @@ import json
 import logging
 import math
 import os
+import socket
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+
+from tl_concepts.errors import LLMAuthError, LLMError, LLMUnavailableError
 
 from .base import (
     LLM,
     ChatResult,
     Distributions,
     Failure,
-    LLMFatalError,
     Message,
     PositionError,
 )
@@ -50,6 +61,7 @@ from .util import (
     check_distribution_args,
     JSON_HINT,
     finite_prob,
+    json_closed_before_cut,
     parse_json_answer,
     redact,
 )
@@ -161,15 +173,15 @@ class OpenAIBackend(LLM):
     ) -> None:
         self.model = model or os.environ.get("OPENAI_MODEL") or ""
         if not self.model:
-            raise LLMFatalError("no model given: pass model= (e.g. 'gpt-4o-mini') or set "
-                                "OPENAI_MODEL", "config")
+            raise LLMError("no model given: pass model= (e.g. 'gpt-4o-mini') or set "
+                           "OPENAI_MODEL", "config")
         url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
         self.base_url = url.rstrip("/")
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         if not key:
             if self.base_url == OPENAI_URL:
-                raise LLMFatalError("no API key for OpenAI: pass api_key= or set "
-                                    "OPENAI_API_KEY", "auth")
+                raise LLMAuthError(f"no API key for {OPENAI_URL}: set OPENAI_API_KEY or pass "
+                                   "api_key=")
             key = "no-key"  # local servers ignore it; the client wants a string
         self._api_key = key
         self.timeout = timeout
@@ -187,12 +199,12 @@ class OpenAIBackend(LLM):
         if alignment not in ("auto", "standard", "shifted"):
             raise ValueError("alignment must be 'auto', 'standard' or 'shifted'")
         self.alignment = alignment
+        self._alignment_setting = alignment  # self.alignment is what "auto" found
         self._organization = organization
         self._headers = default_headers
         self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = (
             weakref.WeakKeyDictionary())
         self._unsupported: dict[str, str] = {}
-        self._reached = False
         self._json_mode = True
         self._token_param = "max_tokens"
         self._encoder: Any = None
@@ -202,9 +214,13 @@ class OpenAIBackend(LLM):
 
     # ------------------------------------------------------------------ plumbing
     def cache_identity(self) -> dict[str, Any]:
+        """Backend, model, base URL and the settings that change answers (how
+        distributions are measured, the context window that decides refusals); never
+        the key, the organization or headers."""
         return {"backend": self.name, "model": self.model, "base_url": self.base_url,
                 "distribution_method": self.distribution_method,
-                "top_logprobs": self.top_logprobs}
+                "top_logprobs": self.top_logprobs, "alignment": self._alignment_setting,
+                "context_length": self.context_length}
 
     def count_tokens(self, text: str) -> int:
         if self._encoder is None:
@@ -288,44 +304,49 @@ class OpenAIBackend(LLM):
                 except (_Malformed, AttributeError, IndexError, KeyError, TypeError,
                         ValueError) as e:
                     raise _Malformed(f"malformed response body: {e}") from None
-                self._reached = True
                 self.limiter.settle_tokens(est_tokens, p_tok + c_tok)
                 return _Sent(value, requests, attempt, p_tok, c_tok, model)
             except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-                raise LLMFatalError(
-                    f"the server at {self.base_url} refused the API key "
+                raise LLMAuthError(
+                    f"the LLM server at {self.base_url} refused the API key "
                     f"(HTTP {e.status_code}): {self._redact(_err_message(e))}. "
-                    "Check OPENAI_API_KEY / api_key=.", "auth") from None
+                    "Check OPENAI_API_KEY (or api_key=), and that the key may use model "
+                    f"{self.model!r}.") from None
             except openai.RateLimitError as e:
                 if _err_code(e) == "insufficient_quota":
-                    raise LLMFatalError(f"quota exhausted at {self.base_url}: "
-                                        f"{self._redact(_err_message(e))}", "quota") from None
+                    raise LLMError(f"the account's quota is exhausted at {self.base_url} "
+                                   f"(HTTP 429): {self._redact(_err_message(e))}. Add credit "
+                                   "or use another key (OPENAI_API_KEY).", "quota") from None
                 error = f"HTTP 429 rate limited: {self._redact(_err_message(e))}"
                 retry_after = parse_retry_after(e.response.headers)
             except openai.APITimeoutError:
                 error = f"timed out after {self.timeout} s"
             except openai.APIConnectionError as e:
                 error = f"cannot connect to {self.base_url}: {self._redact(str(e.__cause__ or e))}"
-                connection = True
+                connection = _never_connected(e)
+            except (OSError, asyncio.TimeoutError) as e:  # a transport error let through
+                error = f"connection error: {self._redact(str(e) or type(e).__name__)}"
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status in (408, 409) or status >= 500:
                     error = f"HTTP {status}: {self._redact(_err_message(e))}"
                     retry_after = parse_retry_after(e.response.headers)
                 else:
-                    self._reached = True
                     raise _Rejected(status, self._redact(_err_message(e)), requests) from None
+            except openai.APIError as e:  # e.g. a response the client could not validate
+                error = f"unexpected response: {self._redact(_err_message(e))}"
             except _Malformed as e:
                 error = self._redact(str(e))
             except ValueError as e:  # the client could not decode the body
                 error = f"malformed response body: {self._redact(str(e))}"
             if attempt >= self.retry.max_retries:
-                if connection and not self._reached:
-                    raise LLMFatalError(
+                if connection:  # still no connection after every retry: unreachable
+                    raise LLMUnavailableError(
                         f"cannot reach the LLM server at {self.base_url} after "
-                        f"{requests} attempts ({error}). Is it running, and is the URL "
-                        "right (OpenAI-compatible servers usually end in /v1)?",
-                        "unreachable") from None
+                        f"{requests} attempts ({error}). Check that it is running and that "
+                        "the URL (OPENAI_BASE_URL / base_url=) is right: OpenAI-compatible "
+                        "servers usually end in /v1. Rerun when it is back: finished "
+                        "answers are cached.") from None
                 raise _CallFailed(Failure("retries_exhausted",
                                           f"gave up after {requests} attempts: {error}"),
                                   requests, attempt)
@@ -340,15 +361,16 @@ class OpenAIBackend(LLM):
             await asyncio.sleep(delay)
             attempt += 1
 
-    def _fatal_rejection(self, e: _Rejected) -> LLMFatalError:
+    def _fatal_rejection(self, e: _Rejected) -> LLMError:
         if e.status == 404:
-            return LLMFatalError(
+            return LLMUnavailableError(
                 f"model {self.model!r} not found at {self.base_url} (HTTP 404: {e.message}). "
-                "Check the model name, and that the URL is the API root (often ending in "
-                "/v1).", "unknown_model")
-        return LLMFatalError(f"the server at {self.base_url} rejected the request for "
-                             f"model {self.model!r} (HTTP {e.status}): {e.message}",
-                             "bad_request")
+                f"Check the model name (the server lists its models at {self.base_url}/models) "
+                "and that the URL is the API root (often ending in /v1).", "unknown_model")
+        return LLMError(f"the LLM server at {self.base_url} rejected the request for "
+                        f"model {self.model!r} (HTTP {e.status}): {e.message}. Check the "
+                        "LLM settings (model, max_tokens, temperature) for this server.",
+                        "bad_request")
 
     def _rejection_failure(self, e: _Rejected) -> Failure | None:
         """A per-request (not per-job) rejection: context overflow or content filter."""
@@ -392,6 +414,8 @@ class OpenAIBackend(LLM):
         elif finish == "content_filter":
             failure = Failure("content_filter", "the answer was blocked by a content filter",
                               raw=text)
+        elif finish == "length" and not (json_output and json_closed_before_cut(text)):
+            failure = _truncated(max_tokens, text)  # a JSON value that closed keeps
         elif text is None or not text.strip():
             failure = Failure("unparseable", f"empty answer (finish_reason={finish})",
                               raw=text)
@@ -451,8 +475,9 @@ class OpenAIBackend(LLM):
                     raise _Unsupported(f"{capability} rejected (HTTP {e.status}: "
                                        f"{e.message})", e.requests) from None
                 raise self._fatal_rejection(e) from None
-        raise LLMFatalError(f"the server at {self.base_url} keeps rejecting chat requests",
-                            "bad_request")
+        raise LLMError(f"the LLM server at {self.base_url} keeps rejecting chat requests "
+                       f"for model {self.model!r}; check the LLM settings for this server.",
+                       "bad_request")
 
     def _chat_result(self, text: str | None, failure: Failure | None, *,
                      sent: _Sent | None = None, requests: int = 0, retries: int = 0,
@@ -658,6 +683,9 @@ class OpenAIBackend(LLM):
         if finish == "content_filter":
             return Distributions(None, failure=Failure("content_filter", "blocked by a "
                                                        "content filter", raw=text), **common)
+        if finish == "length" and not json_closed_before_cut(text):
+            return Distributions(None, method="json", failure=_truncated(max_tokens, text),
+                                 **common)
         try:
             probs, absent = _parse_json_distributions(text, len(pos), cands)
         except ValueError as e:
@@ -667,6 +695,26 @@ class OpenAIBackend(LLM):
 
 
 # ---------------------------------------------------------------------- response parsing
+
+
+def _truncated(max_tokens: int, text: str | None) -> Failure:
+    return Failure("truncated", f"the answer was cut at max_tokens={max_tokens} "
+                   "(finish_reason 'length'); raise max_tokens", raw=text)
+
+
+def _never_connected(e: BaseException) -> bool:
+    """True when the connection itself failed (refused, DNS, unreachable), as opposed
+    to a connection that broke after the request went out."""
+    cause: BaseException | None = e
+    seen = 0
+    while cause is not None and seen < 8:
+        # httpx's / httpx2's ConnectError, or the socket error under it
+        if isinstance(cause, (ConnectionRefusedError, socket.gaierror)) or any(
+                c.__name__ == "ConnectError" for c in type(cause).__mro__):
+            return True
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return False
 
 
 def _err_message(e: Any) -> str:

@@ -115,6 +115,30 @@ def parse_json_answer(text: str | None) -> Any:
     raise ValueError("no JSON value in the answer")
 
 
+def json_closed_before_cut(text: str | None) -> bool:
+    """True when a JSON answer cut at ``max_tokens`` holds its whole JSON value: the
+    value that starts at the first ``{`` or ``[`` closes before the cut (only trailing
+    prose was lost). A cut inside the value (``["war", "fin``) is False, even when an inner
+    list would parse on its own.
+
+    Example:
+        >>> json_closed_before_cut('{"label": "animals"} This JSON lists')
+        True
+        >>> json_closed_before_cut('["war", "fin')
+        False
+    """
+    if not text:
+        return False
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return False
+    try:
+        json.JSONDecoder().raw_decode(text[min(starts):])
+    except ValueError:
+        return False
+    return True
+
+
 def finite_prob(x: Any) -> float:
     """A probability in [0, 1] from a JSON value; ``ValueError`` when it is not one."""
     if isinstance(x, bool) or not isinstance(x, (int, float, str)):
