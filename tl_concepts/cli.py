@@ -121,7 +121,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-explanations", type=int, default=1, help="best-of-n on the calibration split")
     p.add_argument("--no-few-shot", action="store_true", help="shorter prompts without few-shot examples")
     p.add_argument("--no-detection", action="store_true", help="skip the detection and fuzzing scorers")
-    p.add_argument("--concurrency", type=int, default=8, help="LLM requests in flight (default 8)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="LLM requests in flight for an OpenAI-compatible endpoint (default 16)")
     p.add_argument("--retry-failed", action="store_true",
                    help="also retry units whose LLM answer failed for a permanent reason (unparseable, "
                         "truncated, refused); transient failures are always retried")
@@ -141,7 +142,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     units = parse_units(args.units)
-    llm = get_llm(args.llm, **({"base_url": args.base_url} if args.base_url else {}))
+    llm_kw = {k: v for k, v in (("base_url", args.base_url), ("max_concurrency", args.concurrency)) if v}
+    llm = get_llm(args.llm, **llm_kw)
     if args.store:
         store = ActivationStore.open(args.store)
         check_units(store, args.hook, units)  # before any work
@@ -153,7 +155,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                         progress=not args.no_progress)
     cfg = ExplainConfig(out_dir=str(out / "explain"), n_explanations=args.n_explanations,
                         few_shot=not args.no_few_shot, detection=not args.no_detection,
-                        fuzzing=not args.no_detection, max_concurrency=args.concurrency,
+                        fuzzing=not args.no_detection,
                         progress=not args.no_progress)
     res = explain_store(store, args.hook, units, llm, cfg, retry_failed=args.retry_failed)
     print(summary_table(res))

@@ -65,7 +65,7 @@ def test_run_explain_end_to_end_against_standin(server, tmp_path):
     assert res[0].raw["llm"]["simulation_method"] == ["prompt_logprobs"]
     assert res[0].detection["n_failed"] == 0
     ledger = [json.loads(x) for x in (tmp_path / "run" / "ledger.jsonl").read_text().splitlines()]
-    assert all(x["ok"] and x["backend"] == "openai" for x in ledger)
+    assert all(x["failure"] is None and x["backend"] == "openai" for x in ledger)
     assert "sk-test" not in (tmp_path / "run" / "ledger.jsonl").read_text()
     n_posts = len(server.posts())
     assert n_posts >= len(ledger)

@@ -62,7 +62,7 @@ def test_explainer_and_runner_on_inprocess(smollm2, tmp_path):
         for r in getattr(unit, split):
             del r.tokens[8:], r.activations[8:]
     cfg = ExplainConfig(out_dir=str(tmp_path / "run"), n_bootstrap=10, progress=False, detection=False,
-                        fuzzing=False, min_activating=1, max_concurrency=16, few_shot=False,
+                        fuzzing=False, min_activating=1, few_shot=False,
                         explain_max_tokens=12)
     res = run_explain([unit], smollm2, cfg)
     r = res[0].raw

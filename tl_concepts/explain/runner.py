@@ -47,10 +47,10 @@ from tl_concepts.errors import ConfigError, InputError, TLConceptsError
 from tl_concepts.fingerprint import fingerprint
 from tl_concepts.ids import safe_id, unit_id
 from tl_concepts.llm.base import LLM, is_transient
+from tl_concepts.llm.ledger import Ledger, MeteredLLM
 from tl_concepts.explain.calibration import LinearCalibration
 from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n
-from tl_concepts.explain.ledger import UnitMeter
 from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, SIMULATE_TEMPLATE
 from tl_concepts.explain.results import ExplanationResults
 from tl_concepts.explain.scoring import score
@@ -102,8 +102,6 @@ class ExplainConfig:
     """Bootstrap resamples for confidence intervals (0: none)."""
     seed: int = 0
     """Seed of bootstrap and fuzzing."""
-    max_concurrency: int = 8
-    """LLM requests in flight at once (across all units)."""
     max_units_in_flight: int = 64
     """Units processed at once."""
     save_simulations: bool = True
@@ -307,7 +305,7 @@ def unit_inputs(unit: UnitRecords, explainer_llm: LLM, simulator_llm: LLM | None
     simulator LLMs (backend, model, endpoint, weights) and the scoring settings.
     """
     settings = {k: v for k, v in asdict(config).items()
-                if k not in ("out_dir", "progress", "max_concurrency", "max_units_in_flight")}
+                if k not in ("out_dir", "progress", "max_units_in_flight")}
     sim = simulator_llm or explainer_llm
     return {
         "records": fingerprint(unit),
@@ -364,9 +362,13 @@ async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: E
     (out_dir / "units").mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config.json", asdict(config))
     sources = _normalise_sources(units)
-    cap = asyncio.Semaphore(config.max_concurrency)
     unit_slots = asyncio.Semaphore(config.max_units_in_flight)
-    ledger = out_dir / "ledger.jsonl"
+    # The stage's own record of its calls, tagged by unit (``ledger.jsonl``, no prompt text);
+    # the caller's LLM keeps metering into its own ledger as well. Concurrency is capped by
+    # the LLM layer (the endpoint's limiter), not here.
+    ledger = Ledger(sink=out_dir / "ledger.jsonl")
+    ex_meter = MeteredLLM(explainer_llm, ledger)
+    sim_meter = MeteredLLM(simulator_llm, ledger) if simulator_llm is not None else None
 
     bar = None
     if config.progress:
@@ -385,8 +387,8 @@ async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: E
                 if bar is not None:
                     bar.update(1)
                 return
-            ex = UnitMeter(explainer_llm, cap, ledger_path=ledger, unit=key)
-            sim = UnitMeter(simulator_llm, cap, ledger_path=ledger, unit=key) if simulator_llm else None
+            ex = ex_meter.tagged(unit=key)
+            sim = sim_meter.tagged(unit=f"{key}#simulator") if sim_meter is not None else None
             try:
                 res = await explain_unit(unit, ex, config, simulator_llm=sim)
             except TLConceptsError:
@@ -395,7 +397,8 @@ async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: E
                 res = {"version": RESULT_VERSION, "hook": unit.hook, "unit": unit.unit, "status": "error",
                        "message": f"{type(e).__name__}: {e}"}
             res.update(id=key, key=key, input_key=input_key, provenance=inputs)
-            res["llm_usage"] = {"explainer": ex.usage_dict(), **({"simulator": sim.usage_dict()} if sim else {})}
+            res["llm_usage"] = {"explainer": _stage_usage(ledger, key),
+                                **({"simulator": _stage_usage(ledger, f"{key}#simulator")} if sim else {})}
             if res["status"] != "error":
                 write_json_atomic(path, _clean(res))
                 (out_dir / "errors" / f"{key}.json").unlink(missing_ok=True)
@@ -425,6 +428,18 @@ async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: E
     results = load_results(out_dir, keys=keys, with_errors=True)
     write_json_atomic(out_dir / "ledger_summary.json", usage_summary(results))
     return ExplanationResults.from_dicts(results, out_dir)
+
+
+def _stage_usage(ledger: Ledger, unit: str) -> dict[str, dict[str, int]]:
+    """A unit's requests, tokens, cache hits and failures per stage (explain, simulate, ...)."""
+    out = {}
+    for stage, u in ledger.units():
+        if u == unit:
+            x = ledger.usage(stage=stage, unit=unit)
+            out[stage] = {"requests": int(x["requests"]), "calls": int(x["calls"]),
+                          "prompt_tokens": int(x["prompt_tokens"]), "completion_tokens": int(x["completion_tokens"]),
+                          "cached": int(x["cache_hits"]), "failures": int(sum(x["failures"].values()))}
+    return out
 
 
 def usage_summary(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
