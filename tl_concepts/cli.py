@@ -61,17 +61,22 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     from tl_concepts import models
     from tl_concepts.capture import ExemplarConfig, capture
     from tl_concepts.corpus import load_corpus
+    from tl_concepts.errors import TLConceptsError
 
     hooks = [h for item in args.hooks for h in item.split(",") if h]
     t0 = time.time()
-    corpus = load_corpus(args.corpus, text_column=args.text_column, max_docs=args.max_docs,
-                         encoding=args.encoding)
-    model = models.load(args.model, device=args.device)
-    store = capture(model, corpus, hooks, args.out, context_tokens=args.context_tokens,
-                    batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite,
-                    exemplars=ExemplarConfig.preset(args.exemplars, n_negative=args.negative),
-                    nonfinite=args.nonfinite, progress=not args.no_progress,
-                    model_name=args.model, device=args.device)
+    try:
+        corpus = load_corpus(args.corpus, text_column=args.text_column, max_docs=args.max_docs,
+                             encoding=args.encoding)
+        model = models.load(args.model, device=args.device)
+        store = capture(model, corpus, hooks, args.out, context_tokens=args.context_tokens,
+                        batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite,
+                        exemplars=ExemplarConfig.preset(args.exemplars, n_negative=args.negative),
+                        nonfinite=args.nonfinite, progress=not args.no_progress,
+                        model_name=args.model, device=args.device)
+    except TLConceptsError as e:  # one line for a user error; anything else keeps its traceback
+        print(f"tl-concepts: error: {e}", file=sys.stderr)
+        return e.exit_code
     s = store.summary()
     print(f"\nstore     {store.path}")
     print(f"model     {store.manifest['model']['id']}")
@@ -80,6 +85,10 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     print(f"tokens    {s['tokens']:,} in {s['contexts']:,} contexts")
     for h, d in s["units"].items():
         print(f"units     {h}: {d:,}")
+    zeroed = {h: i.get("nonfinite_zeroed", 0) for h, i in store.manifest["hooks"].items()}
+    for h, n in zeroed.items():
+        if n:
+            print(f"nonfinite {h}: {n:,} values stored as 0 (--nonfinite zero)")
     print(f"time      {time.time() - t0:.1f} s (capture {s['seconds']:.1f} s)")
     print(f"disk      {_human_bytes(s['disk_bytes'])}")
     return 0

@@ -124,3 +124,19 @@ def test_callers_config_is_not_modified(tiny_bridge, tmp_path):
     with pytest.raises(ConfigError, match="nonfinite must be 'error' or 'zero'"):
         capture(tiny_bridge, TEXTS[:4], [HOOK], tmp_path / "t", nonfinite="skip", progress=False)
     assert not (tmp_path / "t").exists()
+
+
+def test_cli_refusal_is_one_line_with_exit_2(tiny_gpt2_dir, tmp_path, capsys):
+    from tl_concepts.cli import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(TEXTS[:4]), encoding="utf-8")
+    base = ["capture", "--model", str(tiny_gpt2_dir), "--corpus", str(corpus), "--hooks", HOOK,
+            "--out", str(tmp_path / "s"), "--no-progress"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base + ["--context-tokens", "16"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # the lines before are the model loader's progress bar
+    assert err.startswith("tl-concepts: error: ")
+    assert "other inputs: settings (context_tokens 64 -> 16" in err and "--overwrite" in err
+    assert main(base + ["--context-tokens", "16", "--overwrite", "--exemplars", "bills"]) == 0
