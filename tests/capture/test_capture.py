@@ -116,7 +116,10 @@ def test_rerun_of_finished_capture_does_nothing(tiny_bridge, tmp_path, monkeypat
     import tl_concepts.capture.runner as runner
 
     monkeypatch.setattr(runner, "_run_pass", lambda *a, **k: pytest.fail("a finished run was recomputed"))
+    monkeypatch.setattr(runner, "_mine", lambda *a, **k: pytest.fail("a finished run was mined again"))
+    stamp = (tmp_path / "r" / "manifest.json").stat().st_mtime_ns
     s2 = capture(tiny_bridge, TEXTS, HOOKS[:1], tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "manifest.json").stat().st_mtime_ns == stamp  # nothing rewritten
     np.testing.assert_array_equal(s1.activations(HOOKS[0]), s2.activations(HOOKS[0]))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from tiny_models import TEXTS
 from tl_concepts.capture import ExemplarConfig, capture, select_exemplars

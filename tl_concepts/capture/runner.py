@@ -421,17 +421,23 @@ def _capture_locked(model: Any, fw: "_Forward", windows: Windows, corpus: Corpus
         write_json(out / "manifest.json", manifest)
 
     t0 = time.time()
+    before = copy.deepcopy(manifest) if old is not None else None
+    worked = False
     done = manifest["shards"][-1]["windows"][1] if manifest["shards"] else 0
     if done < windows.n_windows:
         manifest["status"] = "capturing"
         _run_pass(fw, windows, cfg, out, manifest, done, progress)
+        worked = True
     for h in cfg.hooks:
         n_bad = sum(int((s.get("nonfinite") or {}).get(h, 0)) for s in manifest["shards"])
         manifest["hooks"][h]["nonfinite_zeroed"] = n_bad
     ids_written = all((out / "exemplars" / f"{hook_file_name(h)}.safetensors").exists() for h in cfg.hooks)
     if manifest["status"] != "complete" or not ids_written or old_exemplars != cfg.exemplars.to_dict():
         _mine(out, manifest, cfg)
+        worked = True
     manifest["status"] = "complete"
+    if not worked and manifest == before:
+        return  # a finished capture of the same inputs: nothing was done, nothing is rewritten
     manifest["seconds"] = round(float(manifest.get("seconds") or 0) + time.time() - t0, 3)
     write_json(out / "manifest.json", manifest)
 
