@@ -131,9 +131,9 @@ class ActivationStore:
                              f"written by another tl-concepts version; {_RERUN}")
         if not allow_incomplete and self.manifest["status"] != "complete":
             done = self.manifest["shards"][-1]["windows"][1] if self.manifest["shards"] else 0
-            raise StoreError(f"capture of {self.path} was interrupted ({done} of "
-                             f"{self.manifest['n_windows']} contexts captured): rerun it (the same "
-                             "`tl-concepts capture` command) to finish it")
+            raise StoreError(f"capture of {self.path} was interrupted: rerun it (the same `tl-concepts "
+                             f"capture` command) to finish it ({done} of {self.manifest['n_windows']} "
+                             "contexts were captured)")
 
     @classmethod
     def open(cls, path: str | Path, *, allow_incomplete: bool = False) -> "ActivationStore":
@@ -265,8 +265,8 @@ class ActivationStore:
     def _check_complete(self) -> None:
         done = self._shards()[-1]["windows"][1] if self._shards() else 0
         if done < self.n_windows:
-            raise StoreError(f"capture of {self.path} was interrupted ({done} of {self.n_windows} contexts "
-                             "captured): rerun it (the same `tl-concepts capture` command) to finish it")
+            raise StoreError(f"capture of {self.path} was interrupted: rerun it (the same `tl-concepts "
+                             f"capture` command) to finish it ({done} of {self.n_windows} contexts were captured)")
 
     def activations(self, hook: str, rows: slice | None = None) -> np.ndarray:
         """Activations [n_tokens, d] of a hook (or a row slice), as float32."""
