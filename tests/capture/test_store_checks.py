@@ -115,3 +115,19 @@ def test_unit_and_hook_selection(store_dir):
     with pytest.raises(InputError, match=rf"context {store.n_windows} is out of range"):
         store.record(HOOK, 0, store.n_windows)
     assert store.unit_records(HOOK, np.int64(127)).unit == 127
+
+
+def test_store_being_captured_says_wait(copy_of):
+    import os
+
+    from tl_concepts.atomic import folder_lock
+
+    mf = json.loads((copy_of / "manifest.json").read_text())
+    mf["status"] = "capturing"
+    (copy_of / "manifest.json").write_text(json.dumps(mf))
+    with folder_lock(copy_of):
+        with pytest.raises(StoreError, match=rf"capture of {copy_of} is still running \(pid {os.getpid()};"
+                                             r".*wait for it to finish"):
+            ActivationStore.open(copy_of)
+    with pytest.raises(StoreError, match="was interrupted: rerun it"):
+        ActivationStore.open(copy_of)

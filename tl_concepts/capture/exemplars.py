@@ -21,7 +21,7 @@ test), for figures comparable with the paper.
 
 Example:
     >>> sel = select_exemplars(ctx_max, ctx_min, ExemplarConfig())   # doctest: +SKIP
-    >>> sel["test_top"].shape       # [d, n_test_top] context ids
+    >>> sel["test_top"].shape       # [d, n_test_top] context ids     # doctest: +SKIP
     >>> ExemplarConfig.bills().n_test_random
     5
 """

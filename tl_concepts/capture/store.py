@@ -29,8 +29,8 @@ out-of-range unit raise :class:`~tl_concepts.errors.InputError` naming the valid
 
 Example:
     >>> store = ActivationStore.open("runs/x")                        # doctest: +SKIP
-    >>> acts = store.activations("blocks.3.mlp.hook_post")            # [n_tokens, 1536]
-    >>> recs = store.unit_records("blocks.3.mlp.hook_post", 7)         # UnitRecords
+    >>> acts = store.activations("blocks.3.mlp.hook_post")   # [n_tokens, 1536]  # doctest: +SKIP
+    >>> recs = store.unit_records("blocks.3.mlp.hook_post", 7)  # UnitRecords   # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -131,6 +131,10 @@ class ActivationStore:
                              f"written by another tl-concepts version; {_RERUN}")
         if not allow_incomplete and self.manifest["status"] != "complete":
             done = self.manifest["shards"][-1]["windows"][1] if self.manifest["shards"] else 0
+            writer = _running_writer(self.path)
+            if writer:
+                raise StoreError(f"capture of {self.path} is still running ({writer}; {done} of "
+                                 f"{self.manifest['n_windows']} contexts so far): wait for it to finish")
             raise StoreError(f"capture of {self.path} was interrupted: rerun it (the same `tl-concepts "
                              f"capture` command) to finish it ({done} of {self.manifest['n_windows']} "
                              "contexts were captured)")
@@ -362,6 +366,25 @@ class ActivationStore:
         return {"tokens": self.n_tokens, "contexts": self.n_windows,
                 "units": {h: self.d(h) for h in self.hooks}, "disk_bytes": size,
                 "seconds": self.manifest.get("seconds")}
+
+
+def _running_writer(folder: Path) -> str | None:
+    """Who holds the capture's writer lock right now (e.g. ``"pid 123"``), or None."""
+    import fcntl
+
+    try:
+        f = open(folder / LOCK, encoding="utf-8")
+    except OSError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip() or "another process"
+        except OSError:
+            return None
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None
 
 
 def _read_parquet(path: Path) -> Any:
