@@ -33,6 +33,8 @@ def _add_capture(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", default="lee",
                    help="lee | a .txt/.jsonl/.parquet file | a datasets name or folder (default: lee)")
     p.add_argument("--text-column", default="text", help="text column of jsonl/parquet/datasets corpora")
+    p.add_argument("--encoding", default="utf-8",
+                   help="text encoding of a .txt/.jsonl corpus (default utf-8; an undecodable byte is an error)")
     p.add_argument("--max-docs", type=int, default=None, help="use only the first N documents")
     p.add_argument("--hooks", required=True, nargs="+",
                    help="hook point names, e.g. blocks.3.mlp.hook_post (comma- or space-separated)")
@@ -41,8 +43,16 @@ def _add_capture(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="contexts per forward pass (default 16)")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype")
     p.add_argument("--negative", type=int, default=0, help="also keep the N most negative contexts per unit")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    p.add_argument("--exemplars", choices=["default", "bills"], default="default",
+                   help="exemplar split per unit: default (10 top to explain; 5 top + 5 random calibration; "
+                        "5 top + 10 random test) or bills (Bills et al. 2023: 5 top to explain; 5 top + 5 "
+                        "random in calibration and in test)")
+    p.add_argument("--nonfinite", choices=["error", "zero"], default="error",
+                   help="a NaN/inf activation stops the capture (error, default) or is stored as 0 and "
+                        "counted in the manifest (zero)")
+    p.add_argument("--device", default="cpu", help="device to run the model on (default cpu)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a capture of other inputs (or a damaged one) in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_capture)
 
@@ -51,15 +61,22 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     from tl_concepts import models
     from tl_concepts.capture import ExemplarConfig, capture
     from tl_concepts.corpus import load_corpus
+    from tl_concepts.errors import TLConceptsError
 
     hooks = [h for item in args.hooks for h in item.split(",") if h]
     t0 = time.time()
-    corpus = load_corpus(args.corpus, text_column=args.text_column, max_docs=args.max_docs)
-    model = models.load(args.model, device=args.device)
-    store = capture(model, corpus, hooks, args.out, context_tokens=args.context_tokens,
-                    batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite,
-                    exemplars=ExemplarConfig(n_negative=args.negative), progress=not args.no_progress,
-                    model_name=args.model, device=args.device)
+    try:
+        corpus = load_corpus(args.corpus, text_column=args.text_column, max_docs=args.max_docs,
+                             encoding=args.encoding)
+        model = models.load(args.model, device=args.device)
+        store = capture(model, corpus, hooks, args.out, context_tokens=args.context_tokens,
+                        batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite,
+                        exemplars=ExemplarConfig.preset(args.exemplars, n_negative=args.negative),
+                        nonfinite=args.nonfinite, progress=not args.no_progress,
+                        model_name=args.model, device=args.device)
+    except TLConceptsError as e:  # one line for a user error; anything else keeps its traceback
+        print(f"tl-concepts: error: {e}", file=sys.stderr)
+        return e.exit_code
     s = store.summary()
     print(f"\nstore     {store.path}")
     print(f"model     {store.manifest['model']['id']}")
@@ -68,6 +85,10 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     print(f"tokens    {s['tokens']:,} in {s['contexts']:,} contexts")
     for h, d in s["units"].items():
         print(f"units     {h}: {d:,}")
+    zeroed = {h: i.get("nonfinite_zeroed", 0) for h, i in store.manifest["hooks"].items()}
+    for h, n in zeroed.items():
+        if n:
+            print(f"nonfinite {h}: {n:,} values stored as 0 (--nonfinite zero)")
     print(f"time      {time.time() - t0:.1f} s (capture {s['seconds']:.1f} s)")
     print(f"disk      {_human_bytes(s['disk_bytes'])}")
     return 0

@@ -7,6 +7,7 @@ import torch
 
 from tiny_models import TEXTS
 from tl_concepts.capture import ActivationStore, capture
+from tl_concepts.errors import StaleResultError, StoreError
 
 HOOKS = ["blocks.1.mlp.hook_post", "blocks.0.hook_resid_post"]
 
@@ -97,16 +98,17 @@ def test_bad_input_errors(tiny_bridge, tmp_path):
     with pytest.raises(ValueError, match="empty"):
         capture(tiny_bridge, ["   ", ""], ["blocks.0.mlp.hook_post"], tmp_path / "x", progress=False)
     capture(tiny_bridge, TEXTS[:2], ["blocks.0.mlp.hook_post"], tmp_path / "x", progress=False)
-    with pytest.raises(FileExistsError, match="different capture"):
+    with pytest.raises(StaleResultError, match="other inputs: corpus .*2 docs -> .*3 docs"):
         capture(tiny_bridge, TEXTS[:3], ["blocks.0.mlp.hook_post"], tmp_path / "x", progress=False)
     s = capture(tiny_bridge, TEXTS[:3], ["blocks.0.mlp.hook_post"], tmp_path / "x", overwrite=True,
                 progress=False)
     assert s.manifest["corpus"]["n_docs"] == 3
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not a tl-concepts store"):
+    with pytest.raises(StoreError, match="not a tl-concepts store"):
         capture(tiny_bridge, TEXTS, ["blocks.0.mlp.hook_post"], tmp_path / "junk", progress=False)
     assert (tmp_path / "junk" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "junk").iterdir()) == ["notes.txt"]  # no lock file left
 
 
 def test_rerun_of_finished_capture_does_nothing(tiny_bridge, tmp_path, monkeypatch):
@@ -114,7 +116,10 @@ def test_rerun_of_finished_capture_does_nothing(tiny_bridge, tmp_path, monkeypat
     import tl_concepts.capture.runner as runner
 
     monkeypatch.setattr(runner, "_run_pass", lambda *a, **k: pytest.fail("a finished run was recomputed"))
+    monkeypatch.setattr(runner, "_mine", lambda *a, **k: pytest.fail("a finished run was mined again"))
+    stamp = (tmp_path / "r" / "manifest.json").stat().st_mtime_ns
     s2 = capture(tiny_bridge, TEXTS, HOOKS[:1], tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "manifest.json").stat().st_mtime_ns == stamp  # nothing rewritten
     np.testing.assert_array_equal(s1.activations(HOOKS[0]), s2.activations(HOOKS[0]))
 
 

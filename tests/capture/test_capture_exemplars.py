@@ -62,3 +62,50 @@ def test_unit_records_from_store(tiny_bridge, tmp_path):
     assert len(ur.negative) == 2
     r = ur.test_random[0]
     assert len(r.tokens) == len(r.activations) > 0
+
+
+def test_bills_preset_is_disjoint_with_top_and_random_one_to_one():
+    cfg = ExemplarConfig.bills()
+    assert cfg == ExemplarConfig.preset("bills")
+    assert (cfg.n_train_top, cfg.n_train_random) == (5, 0)  # the explainer sees top records only
+    assert cfg.n_calibration_top == cfg.n_calibration_random == 5
+    assert cfg.n_test_top == cfg.n_test_random == 5
+    assert ExemplarConfig.bills(n_negative=2).n_negative == 2
+    rng = np.random.default_rng(4)
+    mx = rng.normal(size=(300, 6))
+    sel = select_exemplars(mx, mx - 1, ExemplarConfig.bills(n_negative=2))
+    for u in range(6):
+        got = {n: sel[n][u] for n in SPLIT_NAMES}
+        assert all((got[n] >= 0).all() for n in SPLIT_NAMES)
+        assert len(got["train_random"]) == 0
+        assert len(got["calibration_top"]) == len(got["calibration_random"]) == 5
+        assert len(got["test_top"]) == len(got["test_random"]) == 5
+        used = np.concatenate(list(got.values()) + [sel["quantile"][u].ravel(), sel["negative"][u]])
+        assert len(used) == len(set(used.tolist()))
+        # top records are the 15 best, interleaved by rank like neuron-explainer's strided splits
+        order = np.argsort(-mx[:, u])
+        assert got["train_top"].tolist() == order[0:15:3].tolist()
+        assert got["calibration_top"].tolist() == order[1:15:3].tolist()
+        assert got["test_top"].tolist() == order[2:15:3].tolist()
+
+
+def test_unknown_preset_and_bad_counts():
+    import pytest
+
+    from tl_concepts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown exemplar split 'paper'.*'default' or 'bills'"):
+        ExemplarConfig.preset("paper")
+    with pytest.raises(ConfigError, match="n_test_top must be a whole number >= 0"):
+        ExemplarConfig(n_test_top=-1)
+
+
+def test_bills_preset_through_capture(tiny_bridge, tmp_path):
+    hook = "blocks.1.mlp.hook_post"
+    store = capture(tiny_bridge, TEXTS * 4, [hook], tmp_path / "r", context_tokens=8, exemplars="bills",
+                    progress=False)
+    ur = store.unit_records(hook, 3)
+    assert len(ur.train_top) == 5 and ur.train_random == []
+    assert len(ur.calibration_top) == len(ur.calibration_random) == 5
+    assert len(ur.test_top) == len(ur.test_random) == 5
+    assert store.manifest["exemplars"] == ExemplarConfig.bills().to_dict()

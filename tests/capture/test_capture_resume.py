@@ -109,9 +109,13 @@ def test_disk_full_leaves_a_resumable_store(tiny_bridge, tmp_path, monkeypatch):
     mf = json.loads((out / "manifest.json").read_text())
     assert mf["status"] == "capturing" and len(mf["shards"]) == 2
     from tl_concepts.capture import ActivationStore
+    from tl_concepts.errors import StoreError
 
-    with pytest.raises(RuntimeError, match="interrupted"):
-        ActivationStore.open(out).activations(HOOK)
+    with pytest.raises(StoreError, match=rf"capture of {out} was interrupted: rerun it .*\({mf['shards'][-1]['windows'][1]} "
+                                         rf"of {mf['n_windows']} contexts were captured\)"):
+        ActivationStore.open(out)
+    with pytest.raises(StoreError, match="interrupted"):
+        ActivationStore.open(out, allow_incomplete=True).activations(HOOK)
     monkeypatch.setattr(runner, "write_tensors", real)
     resumed = _run(tiny_bridge, out)
     fresh = _run(tiny_bridge, tmp_path / "fresh")

@@ -2,9 +2,23 @@
 
 One streaming pass over the corpus: windows are batched, temporary forward hooks keep
 only the requested hook points, the pass stops right after the deepest requested hook
-fired (no later layer runs), and each finished shard is written atomically. Rerunning
-the same capture resumes after the last finished shard; exemplars for every unit are
-selected from per-context summaries written in the same pass.
+fired (no later layer runs), and each finished shard is written atomically. Exemplars for
+every unit are selected from per-context summaries written in the same pass.
+
+Resuming and keying. A store is keyed by its exact inputs: a fingerprint of *all* the
+model's weights (blake2b over every parameter and buffer), the tokenizer, the corpus and
+the capture settings (hooks, context size, dtype, non-finite policy). Rerunning the same
+capture resumes after the last finished shard (or, after a crash before the first
+``manifest.json``, restarts cleanly); a finished one returns at once. A folder holding a
+capture of other inputs is refused with a :class:`~tl_concepts.errors.StaleResultError`
+naming what changed (model weights / tokenizer / corpus / settings), or recomputed with
+``overwrite=True``. A refused input (a bad hook, a non-finite activation) leaves nothing
+behind; a second concurrent capture into the same folder gets
+:class:`~tl_concepts.errors.FolderLockedError`. The caller's config is never modified.
+
+Non-finite activations. ``nonfinite="error"`` (default) stops at the first NaN/inf with a
+message naming the hook, units and context; ``nonfinite="zero"`` stores them as 0 and
+counts them in the manifest (``hooks[<hook>]["nonfinite_zeroed"]``).
 
 Example:
     >>> from tl_concepts.capture import capture
@@ -14,30 +28,46 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
-import json
+import logging
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from tl_concepts.atomic import folder_lock
 from tl_concepts.capture.exemplars import ExemplarConfig, select_exemplars
-from tl_concepts.capture.safetensors_io import write_json, write_tensors
-from tl_concepts.capture.store import STORE_FORMAT, ActivationStore, hook_file_name
+from tl_concepts.capture.safetensors_io import check_tensors, write_json, write_tensors
+from tl_concepts.capture.store import (LOCK, MARKER, STORE_FORMAT, ActivationStore, hook_file_name,
+                                       read_manifest)
 from tl_concepts.corpus import Corpus, load_corpus
 from tl_concepts.corpus.windows import Windows, make_windows
+from tl_concepts.crash import crashpoint
+from tl_concepts.errors import ConfigError, InputError, StaleResultError, StoreError
+from tl_concepts.fingerprint import fingerprint
 from tl_concepts.models import adapters
+
+log = logging.getLogger(__name__)
+
+NONFINITE_POLICIES = ("error", "zero")
+BASE_FILES = ("windows.safetensors", "words.parquet", "sentences.parquet", "token_text.json")
 
 
 @dataclass
 class CaptureConfig:
-    """Settings of one capture run."""
+    """Settings of one capture run.
+
+    Example:
+        >>> CaptureConfig(hooks=["blocks.3.mlp.hook_post"], context_tokens=128).key()["context_tokens"]
+        128
+    """
 
     hooks: list[str]
     """Hook point names to keep, e.g. ``["blocks.3.mlp.hook_post"]``."""
@@ -50,27 +80,70 @@ class CaptureConfig:
     shard_tokens: int = 32768
     """Token rows per shard file (the unit of resumption)."""
     exemplars: ExemplarConfig = field(default_factory=ExemplarConfig)
-    """Exemplar selection per unit."""
+    """Exemplar selection per unit (an :class:`ExemplarConfig`, or a preset name: ``"default"``,
+    ``"bills"``)."""
     device: str | None = None
     """Device of the input tensors (default: the model's)."""
+    nonfinite: str = "error"
+    """What a NaN/inf activation does: ``"error"`` stops the capture naming hook, units and
+    context; ``"zero"`` stores 0 and counts the zeroed values in the manifest."""
 
     def key(self) -> dict[str, Any]:
         """Settings that determine the captured numbers (exemplar choice excluded)."""
-        return {"hooks": list(self.hooks), "context_tokens": self.context_tokens, "dtype": self.dtype}
+        return {"hooks": list(self.hooks), "context_tokens": self.context_tokens, "dtype": self.dtype,
+                "nonfinite": self.nonfinite}
 
 
 class _Stop(Exception):
     """Raised from the last needed hook to end the forward pass early."""
 
 
-def _model_fingerprint(model: Any) -> str:
-    h = hashlib.sha256()
-    for i, (name, p) in enumerate(model.named_parameters()):
-        if i >= 4:
-            break
-        h.update(name.encode())
-        h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+def _tensor_digest(item: tuple[str, torch.Tensor]) -> bytes:
+    name, t = item
+    h = hashlib.blake2b(f"{name}:{t.dtype}:{tuple(t.shape)};".encode(), digest_size=16)
+    flat = t.detach().reshape(-1)
+    if flat.numel() and flat.device.type != "meta":
+        h.update(flat.contiguous().cpu().view(torch.uint8).numpy())  # hashlib releases the GIL here
+    return h.digest()
+
+
+def model_fingerprint(model: Any) -> str:
+    """Fingerprint of every weight of ``model``: blake2b over each parameter's and buffer's
+    name, dtype, shape and bytes, in module order. Any changed byte changes it.
+
+    Tensors are hashed on a few threads: about 2 s for SmolLM2-135M's 538 MB on a shared
+    2-core machine.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Linear(2, 2)
+        >>> a = model_fingerprint(m)
+        >>> with torch.no_grad():
+        ...     m.bias[1] += 1
+        >>> a == model_fingerprint(m)
+        False
+    """
+    import os
+
+    items = [(f"param:{n}", t) for n, t in model.named_parameters()]
+    items += [(f"buffer:{n}", t) for n, t in model.named_buffers()]
+    h = hashlib.blake2b(digest_size=16)
+    with torch.no_grad(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for digest in pool.map(_tensor_digest, items):
+            h.update(digest)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Fingerprint of a tokenizer's full definition (vocabulary, merges, normalisation,
+    special tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        spec = backend.to_str()
+    else:
+        spec = repr(sorted(tokenizer.get_vocab().items()))
+    return fingerprint({"class": type(tokenizer).__name__, "spec": hashlib.sha256(spec.encode()).hexdigest(),
+                        "special": getattr(tokenizer, "special_tokens_map", {})})
 
 
 def _words_tables(corpus: Corpus, out: Path) -> None:
@@ -113,26 +186,101 @@ def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     return tokenizer.batch_decode([[i] for i in ids])
 
 
-def _prepare_dir(out: Path, manifest: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
-    """Return the existing manifest to resume from, or None for a fresh start."""
-    mf = out / "manifest.json"
-    if mf.exists():
-        old = json.loads(mf.read_text(encoding="utf-8"))
-        same = old.get("settings_key") == manifest["settings_key"]
-        if same:
-            return old
-        if not overwrite:
-            raise FileExistsError(
-                f"{out} holds a different capture (model {old.get('model', {}).get('id')}, hooks "
-                f"{list(old.get('hooks', {}))}, corpus {old.get('corpus', {}).get('fingerprint')}); "
-                "choose another --out or pass overwrite=True / --overwrite to replace it")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty and is not a tl-concepts store; choose another "
-                              "output directory or pass overwrite=True / --overwrite")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    return None
+def _settings(config: CaptureConfig | None, hooks: list[str], overrides: dict[str, Any]) -> CaptureConfig:
+    """A checked copy of ``config`` with ``hooks`` and ``overrides`` set (the caller's object is
+    never modified)."""
+    cfg = copy.deepcopy(config) if config is not None else CaptureConfig(hooks=list(hooks))
+    cfg.hooks = list(hooks)
+    names = [f.name for f in fields(CaptureConfig)]
+    for k, v in overrides.items():
+        if k not in names or k == "hooks":
+            raise ConfigError(f"unknown capture setting '{k}'; settings are: "
+                              f"{', '.join(n for n in names if n != 'hooks')}")
+        setattr(cfg, k, copy.deepcopy(v))
+    if isinstance(cfg.exemplars, str):
+        cfg.exemplars = ExemplarConfig.preset(cfg.exemplars)
+    if not isinstance(cfg.exemplars, ExemplarConfig):
+        raise ConfigError("exemplars must be an ExemplarConfig or a preset name ('default', 'bills')")
+    if cfg.dtype not in ("float32", "float16"):
+        raise ConfigError(f"dtype must be 'float32' or 'float16', got {cfg.dtype!r}")
+    if cfg.nonfinite not in NONFINITE_POLICIES:
+        raise ConfigError(f"nonfinite must be 'error' or 'zero', got {cfg.nonfinite!r}")
+    for name, low in (("context_tokens", 2), ("batch_size", 1), ("shard_tokens", 1)):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"{name} must be a whole number >= {low}, got {v!r}")
+    return cfg
+
+
+def _folder_state(out: Path) -> str:
+    """``missing`` | ``file`` | ``empty`` | ``store`` (has a manifest) | ``partial`` (a capture
+    that stopped before its first manifest) | ``foreign`` (someone else's files)."""
+    if not out.exists():
+        return "missing"
+    if not out.is_dir():
+        return "file"
+    names = {p.name for p in out.iterdir()} - {LOCK}
+    if not names:
+        return "empty"
+    if "manifest.json" in names:
+        return "store"
+    return "partial" if MARKER in names else "foreign"
+
+
+def _clear(out: Path) -> None:
+    """Remove everything in ``out`` but the lock file (held by this process)."""
+    for p in out.iterdir():
+        if p.name == LOCK:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between the inputs of two manifests, in words (empty: the same inputs)."""
+    ok = old.get("key")
+    if not isinstance(ok, dict):
+        return ["inputs unknown (the store was written by an older tl-concepts that did not record "
+                "its input key)"]
+    nk = new["key"]
+    out = []
+    if ok.get("model") != nk["model"]:
+        om = old.get("model") or {}
+        out.append(f"model weights (fingerprint {om.get('fingerprint')} -> {new['model']['fingerprint']})")
+    if ok.get("tokenizer") != nk["tokenizer"]:
+        ot = old.get("tokenizer") or {}
+        out.append(f"tokenizer ({ot.get('class')} {ot.get('fingerprint')} -> "
+                   f"{new['tokenizer']['class']} {new['tokenizer']['fingerprint']})")
+    if ok.get("corpus") != nk["corpus"]:
+        oc = old.get("corpus") or {}
+        out.append(f"corpus ({oc.get('name')}, fingerprint {oc.get('fingerprint')}, {oc.get('n_docs')} docs -> "
+                   f"{new['corpus']['name']}, fingerprint {new['corpus']['fingerprint']}, "
+                   f"{new['corpus']['n_docs']} docs)")
+    if ok.get("settings") != nk["settings"]:
+        os_, ns = old.get("settings") or {}, new["settings"]
+        diffs = [f"{k} {os_.get(k)!r} -> {ns[k]!r}" for k in _KEY_SETTINGS if os_.get(k) != ns.get(k)]
+        out.append(f"settings ({'; '.join(diffs) or 'changed'})")
+    return out
+
+
+_KEY_SETTINGS = ("hooks", "context_tokens", "dtype", "nonfinite", "context_tokens_effective")
+
+
+def _base_files_ok(out: Path) -> bool:
+    return all((out / f).is_file() for f in BASE_FILES) and check_tensors(out / "windows.safetensors") is None
+
+
+def _good_shards(out: Path, manifest: dict[str, Any]) -> int:
+    """How many of the listed shards are present and whole (a damaged one and all after it
+    are captured again)."""
+    for i, sh in enumerate(manifest["shards"]):
+        problem = check_tensors(out / "shards" / sh["file"])
+        if problem:
+            log.warning("%s: %s; capturing from shard %d again", out, problem, i)
+            return i
+    return len(manifest["shards"])
 
 
 def capture(
@@ -145,62 +293,124 @@ def capture(
     overwrite: bool = False,
     progress: bool = True,
     model_name: str | None = None,
+    encoding: str = "utf-8",
     **overrides: Any,
 ) -> ActivationStore:
     """Capture ``hooks`` of ``model`` over ``corpus`` into the store directory ``out``.
 
-    ``corpus`` is a :class:`Corpus`, ``"lee"``, a list of strings or a file path.
-    Keyword overrides set :class:`CaptureConfig` fields (``context_tokens=128``, ...).
-    The model is used as it is: only temporary hooks are added, and they are removed on
-    return and on error. Returns the opened :class:`ActivationStore`.
+    ``corpus`` is a :class:`Corpus`, ``"lee"``, a list of strings or a file path (text files
+    are read with ``encoding``, UTF-8 by default). Keyword overrides set
+    :class:`CaptureConfig` fields (``context_tokens=128``, ``nonfinite="zero"``,
+    ``exemplars="bills"``, ...); ``config`` itself is not modified. The model is used as it
+    is: only temporary hooks are added, and they are removed on return and on error.
+
+    Rerunning the same call resumes (or returns the finished store at once); a folder that
+    holds a capture of other inputs raises :class:`StaleResultError` naming what changed,
+    unless ``overwrite=True``. Returns the opened :class:`ActivationStore`.
+
+    Example:
+        >>> store = capture(model, "lee", ["blocks.3.mlp.hook_post"], "runs/x",   # doctest: +SKIP
+        ...                 exemplars="bills", nonfinite="zero")
     """
     adapters.check_model(model)
     hooks = adapters.resolve_hooks(model, hooks)
-    cfg = config or CaptureConfig(hooks=hooks)
-    cfg.hooks = hooks
-    for k, v in overrides.items():
-        if not hasattr(cfg, k):
-            raise TypeError(f"unknown capture setting '{k}'")
-        setattr(cfg, k, v)
-    if cfg.dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', got {cfg.dtype!r}")
-    corpus = load_corpus(corpus)
+    cfg = _settings(config, hooks, overrides)
+    corpus = load_corpus(corpus, encoding=encoding)
     prefix, suffix = adapters.special_tokens(model)
     ctx = min(cfg.context_tokens, adapters.max_context(model) - len(prefix) - len(suffix))
     windows = make_windows(corpus, model.tokenizer, ctx)
     if windows.n_tokens == 0:
-        raise ValueError("the corpus produced no tokens")
+        raise InputError("the corpus produced no tokens")
+
+    fw = _Forward(model, cfg, prefix, suffix)
+    dims = fw.probe(windows)  # refuses a hook that does not fire or is not per-token, before any write
 
     out = Path(out)
     name = model_name or adapters.model_id(model)
     manifest: dict[str, Any] = {
         "format": STORE_FORMAT,
         "status": "capturing",
-        "model": {"id": name, "class": type(model).__name__, "fingerprint": _model_fingerprint(model),
+        "model": {"id": name, "class": type(model).__name__, "fingerprint": model_fingerprint(model),
                   "n_layers": int(getattr(model.cfg, "n_layers", 0) or 0),
                   "d_model": int(getattr(model.cfg, "d_model", 0) or 0)},
         "transformer_lens_version": adapters.tl_version(),
         "tokenizer": {"class": type(model.tokenizer).__name__,
                       "name": str(getattr(model.tokenizer, "name_or_path", "")),
+                      "fingerprint": tokenizer_fingerprint(model.tokenizer),
                       "prefix_ids": prefix, "suffix_ids": suffix},
         "corpus": {"name": corpus.name, "fingerprint": corpus.fingerprint(), "n_docs": corpus.n_docs,
                    "n_sentences": len(corpus.sentences), "n_words": corpus.n_words, "tagged": corpus.tagged},
         "settings": {**cfg.key(), "context_tokens_effective": ctx, "batch_size": cfg.batch_size,
                      "shard_tokens": cfg.shard_tokens},
         "exemplars": cfg.exemplars.to_dict(),
-        "hooks": {},
+        "hooks": {h: {"d": dims[h], "dtype": cfg.dtype} for h in hooks},
         "n_windows": windows.n_windows,
         "n_tokens": windows.n_tokens,
         "shards": [],
     }
-    key_src = {"model": manifest["model"], "corpus": manifest["corpus"]["fingerprint"],
-               "settings": cfg.key(), "ctx": ctx, "prefix": prefix, "suffix": suffix}
-    manifest["settings_key"] = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
+    manifest["key"] = {
+        "model": fingerprint({"class": manifest["model"]["class"], "weights": manifest["model"]["fingerprint"]}),
+        "tokenizer": fingerprint({k: manifest["tokenizer"][k] for k in ("class", "fingerprint", "prefix_ids",
+                                                                        "suffix_ids")}),
+        "corpus": manifest["corpus"]["fingerprint"],
+        "settings": fingerprint({k: manifest["settings"][k] for k in _KEY_SETTINGS}),
+    }
+    manifest["settings_key"] = fingerprint(manifest["key"])
 
-    old = _prepare_dir(out, manifest, overwrite)
+    state = _folder_state(out)
+    if state == "file":
+        raise StoreError(f"{out} is a file; pass a folder as the capture's output")
+    if state == "foreign" and not overwrite:  # checked before the lock file is put into it
+        raise StoreError(f"{out} is not empty and is not a tl-concepts store; choose another output "
+                         "folder or pass overwrite=True / --overwrite to replace its contents")
+    created = state in ("missing", "empty")
+    try:
+        with folder_lock(out, "this capture"):
+            _capture_locked(model, fw, windows, corpus, cfg, out, manifest, overwrite, progress)
+    except (InputError, ConfigError):
+        if created:  # a refused input leaves nothing behind
+            if state == "missing":
+                shutil.rmtree(out, ignore_errors=True)
+            elif out.is_dir():
+                _clear(out)
+                (out / LOCK).unlink(missing_ok=True)
+        raise
+    return ActivationStore(out)
+
+
+def _capture_locked(model: Any, fw: "_Forward", windows: Windows, corpus: Corpus, cfg: CaptureConfig, out: Path,
+                    manifest: dict[str, Any], overwrite: bool, progress: bool) -> None:
+    state = _folder_state(out)  # again, now that this process holds the lock
+    old: dict[str, Any] | None = None
+    if state == "store":
+        try:
+            old = read_manifest(out)
+        except StoreError:
+            if not (overwrite or (out / MARKER).exists()):
+                raise
+            log.warning("%s: damaged manifest.json of an earlier capture; capturing again", out)
+        if old is not None:
+            changes = _changes(old, manifest)
+            if changes and not overwrite:
+                raise StaleResultError(
+                    f"{out} holds a capture of other inputs: {'; '.join(changes)}. Its activations do not "
+                    "belong to this call: choose another output folder, or pass overwrite=True / "
+                    "--overwrite to capture again")
+            if changes or not _base_files_ok(out):
+                old = None
+    elif state == "foreign" and not overwrite:
+        raise StoreError(f"{out} is not empty and is not a tl-concepts store; choose another output "
+                         "folder or pass overwrite=True / --overwrite to replace its contents")
+
+    old_exemplars = old.get("exemplars") if old is not None else None
     if old is not None:
+        n_good = _good_shards(out, old)
+        if n_good < len(old["shards"]):
+            del old["shards"][n_good:]
+            old["status"] = "capturing"
+        old["exemplars"] = cfg.exemplars.to_dict()
+        old["settings"].update(batch_size=cfg.batch_size, shard_tokens=cfg.shard_tokens)
         manifest = old
-        manifest["exemplars"] = cfg.exemplars.to_dict()
         for f in (out / "shards").glob(".*.tmp"):  # half-written shards of a killed run
             f.unlink()
         known = {s["file"] for s in manifest["shards"]}
@@ -208,49 +418,131 @@ def capture(
             if f.name not in known:
                 f.unlink()
     else:
+        if state != "empty" and state != "missing":
+            log.info("%s: starting the capture afresh", out)
+        _clear(out)
+        write_json(out / MARKER, {"format": STORE_FORMAT})
         write_tensors(out / "windows.safetensors", {
             "window_start": windows.window_start, "token_id": windows.token_id, "doc": windows.doc,
             "sentence": windows.sentence, "word_id": windows.word_id, "position": windows.position})
         _words_tables(corpus, out)
         uniq = np.unique(windows.token_id)
         write_json(out / "token_text.json", dict(zip(map(int, uniq), token_texts(model.tokenizer, uniq))))
+        crashpoint("capture.before_manifest")
         write_json(out / "manifest.json", manifest)
 
     t0 = time.time()
+    before = copy.deepcopy(manifest) if old is not None else None
+    worked = False
     done = manifest["shards"][-1]["windows"][1] if manifest["shards"] else 0
     if done < windows.n_windows:
-        _run_pass(model, windows, cfg, prefix, suffix, out, manifest, done, progress)
-    ids_written = all((out / "exemplars" / f"{hook_file_name(h)}.safetensors").exists() for h in hooks)
-    if manifest["status"] != "complete" or not ids_written or old is None or \
-            old.get("exemplars") != cfg.exemplars.to_dict():
+        manifest["status"] = "capturing"
+        _run_pass(fw, windows, cfg, out, manifest, done, progress)
+        worked = True
+    for h in cfg.hooks:
+        n_bad = sum(int((s.get("nonfinite") or {}).get(h, 0)) for s in manifest["shards"])
+        manifest["hooks"][h]["nonfinite_zeroed"] = n_bad
+    ids_written = all((out / "exemplars" / f"{hook_file_name(h)}.safetensors").exists() for h in cfg.hooks)
+    if manifest["status"] != "complete" or not ids_written or old_exemplars != cfg.exemplars.to_dict():
         _mine(out, manifest, cfg)
+        worked = True
     manifest["status"] = "complete"
+    if not worked and manifest == before:
+        return  # a finished capture of the same inputs: nothing was done, nothing is rewritten
     manifest["seconds"] = round(float(manifest.get("seconds") or 0) + time.time() - t0, 3)
     write_json(out / "manifest.json", manifest)
-    return ActivationStore(out)
 
 
-def _run_pass(model: Any, windows: Windows, cfg: CaptureConfig, prefix: list[int], suffix: list[int],
-              out: Path, manifest: dict[str, Any], start_window: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
+class _Forward:
+    """Runs batches of windows through the model and returns the hooks' rows as float32."""
 
-    tok = model.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    device = cfg.device or getattr(model.cfg, "device", None) or "cpu"
-    store_dtype = np.float16 if cfg.dtype == "float16" else np.float32
-    hooks = cfg.hooks
-    n_pre = len(prefix)
+    def __init__(self, model: Any, cfg: CaptureConfig, prefix: list[int], suffix: list[int]):
+        self.model, self.cfg, self.prefix, self.suffix = model, cfg, prefix, suffix
+        tok = model.tokenizer
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        self.device = cfg.device or getattr(model.cfg, "device", None) or "cpu"
+        self.captured: dict[str, torch.Tensor] = {}
 
-    captured: dict[str, torch.Tensor] = {}
-
-    def make_hook(name: str):
+    def _make_hook(self, name: str):
         def fn(tensor: torch.Tensor, hook: Any = None) -> None:
-            captured[name] = tensor.detach()
-            if len(captured) == len(hooks):
+            self.captured[name] = tensor.detach()
+            if len(self.captured) == len(self.cfg.hooks):
                 raise _Stop()
         return fn
 
+    def hooked(self):
+        """Context in which the temporary capture hooks are attached."""
+        return self.model.hooks(fwd_hooks=[(h, self._make_hook(h)) for h in self.cfg.hooks])
+
+    def run(self, windows: Windows, b0: int, b1: int) -> tuple[dict[str, np.ndarray], list[int]]:
+        """Rows [tokens of windows b0..b1, d] per hook (windows in order) and the window lengths."""
+        n_pre, suffix = len(self.prefix), self.suffix
+        lens = [int(windows.window_start[i + 1] - windows.window_start[i]) for i in range(b0, b1)]
+        T = n_pre + max(lens) + len(suffix)
+        ids = torch.full((b1 - b0, T), self.pad, dtype=torch.long)
+        mask = torch.zeros((b1 - b0, T), dtype=torch.long)
+        keep = torch.zeros((b1 - b0, T), dtype=torch.bool)
+        for j, i in enumerate(range(b0, b1)):
+            seq = self.prefix + windows.token_id[windows.window(i)].tolist() + suffix
+            ids[j, : len(seq)] = torch.tensor(seq)
+            mask[j, : len(seq)] = 1
+            keep[j, n_pre: n_pre + lens[j]] = True
+        self.captured.clear()
+        try:
+            adapters.forward_for_hooks(self.model, ids.to(self.device), mask.to(self.device))
+        except _Stop:
+            pass
+        missing = [h for h in self.cfg.hooks if h not in self.captured]
+        if missing:
+            raise InputError(f"hook(s) {missing} did not fire in the forward pass; they are not "
+                             "reachable for this model's input (use a per-token hook point)")
+        rows = {}
+        for h in self.cfg.hooks:
+            t = self.captured[h]
+            if t.dim() != 3 or tuple(t.shape[:2]) != (b1 - b0, T):
+                raise InputError(f"hook '{h}' gives a tensor of shape {tuple(t.shape)}, not per-token "
+                                 f"[batch, pos, d] = [{b1 - b0}, {T}, d]; pick a per-token hook such as "
+                                 "blocks.L.mlp.hook_post or blocks.L.hook_resid_post")
+            rows[h] = t[keep.to(t.device)].float().cpu().numpy()
+        self.captured.clear()
+        return rows, lens
+
+    def probe(self, windows: Windows) -> dict[str, int]:
+        """Run the first window once: check every hook fires per token; return each hook's width."""
+        with torch.inference_mode(), self.hooked():
+            rows, _ = self.run(windows, 0, 1)
+        return {h: int(r.shape[-1]) for h, r in rows.items()}
+
+
+def _nonfinite_error(hook: str, stored: np.ndarray, raw: np.ndarray, windows: Windows, b0: int,
+                     offsets: np.ndarray, tokenizer: Any) -> InputError:
+    bad = ~np.isfinite(stored)
+    r, u = np.nonzero(bad)
+    units = sorted(set(u.tolist()))
+    j = int(np.searchsorted(offsets, r[0], side="right") - 1)
+    ctx = b0 + j
+    row = int(windows.window_start[ctx]) + int(r[0] - offsets[j])
+    token = tokenizer.decode([int(windows.token_id[row])])
+    shown = ", ".join(map(str, units[:10])) + (f" and {len(units) - 10} more" if len(units) > 10 else "")
+    overflow = bool(np.isfinite(raw[bad]).all())
+    why = ("the values exceed the float16 range; capture with dtype='float32' (--dtype float32)"
+           if overflow else "check the model (weights, dtype) and its inputs")
+    return InputError(
+        f"non-finite activation (nan/inf) at hook {hook}, unit(s) {shown}, in context {ctx} (document "
+        f"{int(windows.doc[row])}, token {int(r[0] - offsets[j])} {token!r}); {int(bad.sum())} values in this "
+        f"batch. {why.capitalize()}, or pass nonfinite='zero' (--nonfinite zero) to store them as 0 "
+        "(the manifest counts them)")
+
+
+def _run_pass(fw: _Forward, windows: Windows, cfg: CaptureConfig, out: Path, manifest: dict[str, Any],
+              start_window: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    store_dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    hooks = cfg.hooks
+
     buf: dict[str, list[np.ndarray]] = {}
+    buf_bad: dict[str, int] = {}
     buf_rows = 0
     shard_first = start_window
     n_win = windows.n_windows
@@ -263,7 +555,8 @@ def _run_pass(model: Any, windows: Windows, cfg: CaptureConfig, prefix: list[int
     pending: list[Future] = []
     n_shards = len(manifest["shards"])
 
-    def write_shard(i: int, parts: dict[str, list[np.ndarray]], first: int, last: int) -> None:
+    def write_shard(i: int, parts: dict[str, list[np.ndarray]], bad: dict[str, int], first: int,
+                    last: int) -> None:
         fname = f"shard-{i:05d}.safetensors"
         tensors = {k: np.concatenate(v) for k, v in parts.items()}
         try:
@@ -273,8 +566,12 @@ def _run_pass(model: Any, windows: Windows, cfg: CaptureConfig, prefix: list[int
                 raise OSError(e.errno, f"disk full while writing {fname}: the store in {out} keeps its "
                               f"{i} finished shards; free space and rerun the same capture to resume") from e
             raise
+        crashpoint("capture.after_shard")
         rows = [int(windows.window_start[first]), int(windows.window_start[last])]
-        manifest["shards"].append({"file": fname, "windows": [first, last], "rows": rows})
+        entry: dict[str, Any] = {"file": fname, "windows": [first, last], "rows": rows}
+        if any(bad.values()):
+            entry["nonfinite"] = {h: n for h, n in bad.items() if n}
+        manifest["shards"].append(entry)
         write_json(out / "manifest.json", manifest)
 
     def wait_pending() -> None:
@@ -282,50 +579,33 @@ def _run_pass(model: Any, windows: Windows, cfg: CaptureConfig, prefix: list[int
             pending.pop(0).result()  # re-raises a failed write here, in the capture thread
 
     def flush(last_window: int) -> None:
-        nonlocal buf, buf_rows, shard_first, n_shards
+        nonlocal buf, buf_bad, buf_rows, shard_first, n_shards
         if shard_first >= last_window:
             return
         wait_pending()
-        pending.append(writer.submit(write_shard, n_shards, buf, shard_first, last_window))
+        pending.append(writer.submit(write_shard, n_shards, buf, buf_bad, shard_first, last_window))
         n_shards += 1
-        buf, buf_rows, shard_first = {}, 0, last_window
+        buf, buf_bad, buf_rows, shard_first = {}, {}, 0, last_window
 
-    fwd_hooks = [(h, make_hook(h)) for h in hooks]
     try:
-        with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
+        with torch.inference_mode(), fw.hooked():
             for b0 in range(start_window, n_win, cfg.batch_size):
                 b1 = min(b0 + cfg.batch_size, n_win)
-                lens = [int(windows.window_start[i + 1] - windows.window_start[i]) for i in range(b0, b1)]
-                T = n_pre + max(lens) + len(suffix)
-                ids = torch.full((b1 - b0, T), pad, dtype=torch.long)
-                mask = torch.zeros((b1 - b0, T), dtype=torch.long)
-                keep = torch.zeros((b1 - b0, T), dtype=torch.bool)
-                for j, i in enumerate(range(b0, b1)):
-                    seq = prefix + windows.token_id[windows.window(i)].tolist() + suffix
-                    ids[j, : len(seq)] = torch.tensor(seq)
-                    mask[j, : len(seq)] = 1
-                    keep[j, n_pre: n_pre + lens[j]] = True
-                offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])  # first row of each window
-                captured.clear()
-                try:
-                    adapters.forward_for_hooks(model, ids.to(device), mask.to(device))
-                except _Stop:
-                    pass
-                missing = [h for h in hooks if h not in captured]
-                if missing:
-                    raise RuntimeError(f"hook(s) {missing} did not fire in the forward pass; they are not "
-                                       "reachable for this model's input (use a per-token hook point)")
+                batch, lens = fw.run(windows, b0, b1)
+                offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)  # first row per window
                 for h in hooks:
-                    t = captured[h]
-                    if t.dim() != 3 or tuple(t.shape[:2]) != (b1 - b0, T):
-                        raise ValueError(f"hook '{h}' gives a tensor of shape {tuple(t.shape)}, not per-token "
-                                         f"[batch, pos, d] = [{b1 - b0}, {T}, d]; pick a per-token hook such as "
-                                         "blocks.L.mlp.hook_post or blocks.L.hook_resid_post")
-                    rows = t[keep].float().cpu().numpy()  # [tokens of the batch, d], windows in order
-                    buf.setdefault(f"act.{h}", []).append(rows.astype(store_dtype, copy=False))
+                    rows = batch[h]  # [tokens of the batch, d], windows in order
+                    stored = rows.astype(store_dtype, copy=False)
+                    if not np.isfinite(stored).all():
+                        if cfg.nonfinite == "error":
+                            raise _nonfinite_error(h, stored, rows, windows, b0, offsets, fw.model.tokenizer)
+                        bad = ~np.isfinite(stored)
+                        buf_bad[h] = buf_bad.get(h, 0) + int(bad.sum())
+                        stored = np.where(bad, 0, stored).astype(store_dtype)
+                        rows = np.where(bad, 0, rows).astype(np.float32)
+                    buf.setdefault(f"act.{h}", []).append(stored)
                     buf.setdefault(f"max.{h}", []).append(np.maximum.reduceat(rows, offsets, axis=0))
                     buf.setdefault(f"min.{h}", []).append(np.minimum.reduceat(rows, offsets, axis=0))
-                    manifest["hooks"].setdefault(h, {"d": int(t.shape[-1]), "dtype": cfg.dtype})
                 buf_rows += sum(lens)
                 bar.update(sum(lens))
                 if buf_rows >= cfg.shard_tokens:
@@ -340,11 +620,13 @@ def _run_pass(model: Any, windows: Windows, cfg: CaptureConfig, prefix: list[int
 def _mine(out: Path, manifest: dict[str, Any], cfg: CaptureConfig) -> None:
     manifest["status"] = "mining"
     write_json(out / "manifest.json", manifest)
-    store = ActivationStore(out)
+    store = ActivationStore(out, allow_incomplete=True)
     store.manifest["status"] = "complete"  # let the reader serve the finished shards
     for h in cfg.hooks:
         mx = store.context_summary(h, "max")
         mn = store.context_summary(h, "min") if cfg.exemplars.n_negative else None
         sel = select_exemplars(mx, mn, cfg.exemplars)
-        sel["max_activation"] = mx.max(0) if len(mx) else np.zeros(mx.shape[1], np.float32)
+        finite = np.where(np.isfinite(mx), mx, -np.inf)
+        top = finite.max(0) if len(mx) else np.zeros(mx.shape[1], np.float32)
+        sel["max_activation"] = np.where(np.isfinite(top), top, 0.0).astype(np.float32)
         write_tensors(out / "exemplars" / f"{hook_file_name(h)}.safetensors", sel)

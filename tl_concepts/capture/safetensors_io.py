@@ -16,7 +16,7 @@ from safetensors.numpy import save_file
 
 from tl_concepts.atomic import atomic_write, write_json
 
-__all__ = ["atomic_write", "read_tensors", "write_json", "write_tensors"]
+__all__ = ["atomic_write", "check_tensors", "read_tensors", "write_json", "write_tensors"]
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
            "I32": np.int32, "BF16": None, "U8": np.uint8, "I8": np.int8, "BOOL": np.bool_}
@@ -48,3 +48,25 @@ def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
             continue
         out[name] = np.memmap(path, dtype=dtype, mode="r", offset=8 + n + begin, shape=shape)
     return out
+
+
+def check_tensors(path: str | Path) -> str | None:
+    """Why the safetensors file at ``path`` cannot be read whole (missing, truncated, bad
+    header), or None when its header parses and the file holds every byte it announces.
+    Reads only the header."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size:
+                return f"{path.name} has a damaged header"
+            header = json.loads(f.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as e:
+        return f"{path.name} is damaged ({type(e).__name__})"
+    if size < 8 + n + end:
+        return f"{path.name} is truncated ({size} of {8 + n + end} bytes)"
+    return None

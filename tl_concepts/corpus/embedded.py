@@ -65,7 +65,9 @@ def lee_corpus() -> Corpus:
     if cached.exists():
         data = json.loads(cached.read_text(encoding="utf-8"))
         return Corpus("lee", [Sentence(**s) for s in data])
-    docs = [ln.strip() for ln in raw.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    from tl_concepts.corpus.sources import read_text
+
+    docs = [ln.strip() for ln in read_text(path).splitlines() if ln.strip()]
     sentences = _tag_documents(docs)
     write_json(cached, [s.__dict__ for s in sentences], indent=None)
     return Corpus("lee", sentences)
@@ -80,7 +82,9 @@ def gold_word_categories() -> dict[str, set[str]]:
     path = _datapath("questions-words.txt")
     cats: dict[str, set[str]] = {}
     section = None
-    for line in path.read_text(encoding="utf-8").splitlines():
+    from tl_concepts.corpus.sources import read_text
+
+    for line in read_text(path).splitlines():
         if line.startswith(":"):
             section = line[1:].strip()
             continue

@@ -1,5 +1,9 @@
 """Load corpora: the embedded Lee news corpus, lists of strings, files, ``datasets``.
 
+Text files (``.txt``, ``.jsonl``, ...) are read as UTF-8 unless ``encoding=`` says otherwise;
+a byte that does not decode is an :class:`~tl_concepts.errors.InputError` naming the file,
+line and byte offset: text is never silently replaced.
+
 Example:
     >>> from tl_concepts.corpus import load_corpus
     >>> load_corpus(["One sentence. Another one."]).n_docs
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from tl_concepts.corpus.types import Corpus, Sentence
+from tl_concepts.errors import ConfigError, InputError
 
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
@@ -69,18 +74,80 @@ def _texts_from_records(records: Iterable[dict[str, Any]], column: str, where: s
     return [t for t in texts if isinstance(t, str)]
 
 
-def from_file(path: str | Path, text_column: str = "text") -> Corpus:
-    """A corpus from ``.txt`` (one document per non-empty line), ``.jsonl`` or ``.parquet``."""
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if Python knows it, else a :class:`ConfigError` naming common choices."""
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name
+    except (LookupError, TypeError):
+        raise ConfigError(f"unknown text encoding {encoding!r}; use e.g. utf-8, utf-16, latin-1 or cp1252") from None
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """The whole text of a file, decoded strictly with ``encoding`` (a UTF-8 byte-order mark
+    is dropped).
+
+    An undecodable byte raises :class:`InputError` naming the file, the line number and the
+    byte offset, and how to choose another encoding.
+
+    Example:
+        >>> read_text("corpus.txt", encoding="latin-1")   # doctest: +SKIP
+    """
+    path = Path(path)
+    name = check_encoding(encoding)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].decode(encoding, errors="replace").count("\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1)
+        bad = raw[e.start: e.end].hex(" ")
+        raise InputError(
+            f"{path}: line {line} cannot be read as {name}: byte(s) {bad} at byte offset {e.start} (byte "
+            f"{col} of the line) ({e.reason}). Pass the file's real encoding (encoding='latin-1', "
+            "'cp1252', ... or --encoding), or convert the file to UTF-8") from None
+    if name == "utf-8" and text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+def from_file(path: str | Path, text_column: str = "text", encoding: str = "utf-8") -> Corpus:
+    """A corpus from ``.txt`` (one document per non-empty line), ``.jsonl`` or ``.parquet``.
+
+    Text files are decoded strictly with ``encoding`` (UTF-8 by default), see :func:`read_text`.
+
+    Example:
+        >>> from_file("notes.txt", encoding="cp1252").n_docs   # doctest: +SKIP
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"corpus file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in (".txt", ".cor", ".text"):
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = read_text(path, encoding).splitlines()
         return from_texts([ln for ln in lines if ln.strip()], name=path.name)
     if suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
-            recs = [json.loads(ln) for ln in f if ln.strip()]
+        text = read_text(path, encoding)
+        if suffix == ".json" and text.lstrip().startswith("["):
+            try:
+                recs = json.loads(text)
+            except ValueError as e:
+                raise InputError(f"{path}: not valid JSON ({e}); fix the file") from None
+            if not all(isinstance(r, dict) for r in recs):
+                raise InputError(f"{path}: a JSON corpus must be a list of objects with a '{text_column}' field")
+        else:
+            recs = []
+            for i, ln in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 is legal inside JSON
+                if not ln.strip():
+                    continue
+                try:
+                    rec = json.loads(ln)
+                except ValueError as e:
+                    raise InputError(f"{path}: line {i} is not valid JSON ({e}); fix the line or remove it") from None
+                if not isinstance(rec, dict):
+                    raise InputError(f"{path}: line {i} is not a JSON object with a '{text_column}' field")
+                recs.append(rec)
         return from_texts(_texts_from_records(recs, text_column, str(path)), name=path.name)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -94,11 +161,22 @@ def from_file(path: str | Path, text_column: str = "text") -> Corpus:
 
 
 def from_dataset(name_or_path: str, text_column: str = "text", split: str = "train",
-                 max_docs: int | None = None, **load_kwargs: Any) -> Corpus:
-    """A corpus from a ``datasets`` dataset (Hub name or local folder/files)."""
+                 max_docs: int | None = None, encoding: str = "utf-8", **load_kwargs: Any) -> Corpus:
+    """A corpus from a ``datasets`` dataset (Hub name or local folder/files).
+
+    ``encoding`` is passed to the text/JSON/CSV readers of a local folder when it is not
+    UTF-8 (Parquet and Arrow data carry no text encoding).
+    """
     import datasets
 
-    ds = datasets.load_dataset(name_or_path, split=split, **load_kwargs)
+    check_encoding(encoding)
+    if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        load_kwargs.setdefault("encoding", encoding)
+    try:
+        ds = datasets.load_dataset(name_or_path, split=split, **load_kwargs)
+    except UnicodeDecodeError as e:
+        raise InputError(f"dataset {name_or_path} holds text that is not {encoding} ({e.reason} at byte offset "
+                         f"{e.start} of a file); pass its real encoding (encoding=... or --encoding)") from None
     if text_column not in ds.column_names:
         raise KeyError(f"dataset {name_or_path} has no text column '{text_column}' "
                        f"(columns: {', '.join(ds.column_names)}); pass text_column=")
@@ -108,11 +186,16 @@ def from_dataset(name_or_path: str, text_column: str = "text", split: str = "tra
 
 
 def load_corpus(spec: str | Sequence[str] | Corpus, *, text_column: str = "text",
-                max_docs: int | None = None) -> Corpus:
+                max_docs: int | None = None, encoding: str = "utf-8") -> Corpus:
     """Resolve a corpus spec.
 
     ``"lee"`` (embedded, tagged), a list of strings, a ``.txt``/``.jsonl``/``.parquet`` path,
-    or a ``datasets`` name / local folder. ``max_docs`` keeps the first documents.
+    or a ``datasets`` name / local folder. ``max_docs`` keeps the first documents; text
+    files are read with ``encoding`` (UTF-8 by default; an undecodable byte is an error).
+
+    Example:
+        >>> load_corpus(["One sentence. Another one."]).n_docs
+        1
     """
     if isinstance(spec, Corpus):
         corpus = spec
@@ -123,9 +206,9 @@ def load_corpus(spec: str | Sequence[str] | Corpus, *, text_column: str = "text"
 
         corpus = lee_corpus()
     elif isinstance(spec, str) and Path(spec).is_file():
-        corpus = from_file(spec, text_column=text_column)
+        corpus = from_file(spec, text_column=text_column, encoding=encoding)
     elif isinstance(spec, str):
-        corpus = from_dataset(spec, text_column=text_column, max_docs=max_docs)
+        corpus = from_dataset(spec, text_column=text_column, max_docs=max_docs, encoding=encoding)
     else:
         raise TypeError(f"cannot read a corpus from {type(spec).__name__}: pass 'lee', a list of "
                         "strings, a file path or a datasets name")
