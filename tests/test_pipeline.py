@@ -59,3 +59,35 @@ def test_main_job_end_to_end(tmp_path):
         assert second["llm_ledger"]["totals"]["requests"] == 0
         assert second["units_reported"] == first["units_reported"]
         assert second["concepts"] == first["concepts"]
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tl_concepts.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_run_with_a_wrong_key_fails_fresh_and_resumed(tmp_path):
+    from tests.standins.openai_server import OpenAIStandin
+
+    with OpenAIStandin(api_key="sk-right") as llm:
+        base = {**os.environ, "OPENAI_BASE_URL": llm.base_url}
+        base.pop("TL_CONCEPTS_LLM", None)
+        args = ["run", "--out", str(tmp_path / "run"), "--max-docs", "10", "-k", "6", "--units", "1",
+                "--llm", "openai:standin-model", "--no-progress"]
+        # fresh: the first LLM stage stops the job, naming the cause, without the key
+        p = _cli(args, {**base, "OPENAI_API_KEY": "sk-WRONG-abc123"})
+        assert p.returncode == 1, p.stderr[-2000:]
+        assert "tl-concepts: error:" in p.stderr and "Traceback" not in p.stderr
+        assert "sk-WRONG-abc123" not in p.stdout + p.stderr
+        assert not (tmp_path / "run" / "run.json").exists()
+        # resumed: interrupted after the labels with the right key, rerun with a revoked key
+        p = _cli(args, {**base, "OPENAI_API_KEY": "sk-right", "TL_CONCEPTS_CRASH_AT": "run.stage:3"})
+        assert p.returncode == 137, p.stderr[-2000:]
+        p = _cli(args, {**base, "OPENAI_API_KEY": "sk-revoked-xyz"})
+        assert p.returncode == 1 and "tl-concepts: error:" in p.stderr, p.stderr[-2000:]
+        assert "sk-revoked-xyz" not in p.stdout + p.stderr
+        assert not (tmp_path / "run" / "run.json").exists()
+        # the right key resumes to a finished run
+        p = _cli(args, {**base, "OPENAI_API_KEY": "sk-right"})
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert json.loads((tmp_path / "run" / "run.json").read_text())["units_reported"] == 1

@@ -112,7 +112,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--push-to-hub", default=None, metavar="REPO",
                    help="publish the datasets to <REPO>-<kind> (token: $HF_TOKEN or the stored login)")
     p.add_argument("--private", action="store_true", help="create the Hub repos private")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute a run folder whose capture holds other inputs or cannot be resumed")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also retry labels and explanations that failed for a permanent reason")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
 
@@ -121,7 +125,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     run(RunConfig(out=args.out, model=args.model, corpus=args.corpus, max_docs=args.max_docs,
                   layer=args.layer, k=args.k, n_units=args.units, fuzzing=args.fuzzing, llm=args.llm, base_url=args.base_url,
-                  push_to_hub=args.push_to_hub, private=args.private, progress=not args.no_progress))
+                  push_to_hub=args.push_to_hub, private=args.private, progress=not args.no_progress,
+                  overwrite=args.overwrite, retry_failed=args.retry_failed))
     return 0
 
 

@@ -14,12 +14,16 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tl_concepts.capture.safetensors_io import write_json
+from tl_concepts.atomic import folder_lock, write_json
+from tl_concepts.crash import crashpoint
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,16 +61,24 @@ class RunConfig:
     """Create the Hub repos private."""
     progress: bool = True
     """Show progress bars."""
+    overwrite: bool = False
+    """Recompute a run folder whose capture holds other inputs (otherwise refused, naming
+    what changed) or whose capture cannot be resumed."""
+    retry_failed: bool = False
+    """Also retry labels and explanations that failed for a permanent reason (unparseable,
+    truncated, refused); transient failures are always retried."""
 
 
 def _stage(name: str, log: list[dict[str, Any]], fn: Callable[[], Any], progress: bool) -> Any:
     t0 = time.time()
+    logger.info("%s ...", name)
     if progress:
         print(f"[tl-concepts] {name} ...", flush=True)
     result = fn()
     log.append({"stage": name, "seconds": round(time.time() - t0, 2)})
     if progress:
         print(f"[tl-concepts] {name} done in {time.time() - t0:.1f} s", flush=True)
+    crashpoint("run.stage")
     return result
 
 
@@ -79,7 +91,17 @@ def _usage_line(ledger: dict[str, Any]) -> str:
 
 
 def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
-    """Run every stage; returns paths and headline figures (also saved as ``run.json``)."""
+    """Run every stage; returns paths and headline figures (also saved as ``run.json``).
+
+    One writer per run folder (a second concurrent ``run`` into it is refused). A fatal LLM
+    error (wrong key, unreachable endpoint) stops the job with :class:`~tl_concepts.errors.LLMError`;
+    rerunning the same command resumes every stage from its files.
+    """
+    with folder_lock(Path(cfg.out), "this run"):
+        return _run(cfg, token)
+
+
+def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     from tl_concepts import models
     from tl_concepts.capture import capture
     from tl_concepts.concepts import ConceptsConfig, discover_concepts, evaluate, label
@@ -104,7 +126,7 @@ def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
         corpus = load_corpus(cfg.corpus, max_docs=cfg.max_docs)
         model = models.load(cfg.model)
         return capture(model, corpus, [mlp_hook, resid_hook], out / "store", model_name=cfg.model,
-                       progress=cfg.progress)
+                       progress=cfg.progress, overwrite=cfg.overwrite)
 
     store = _stage("capture", stages, do_capture, cfg.progress)
 
@@ -119,7 +141,7 @@ def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
         # the first units with activating contexts; units with too few are reported by the runner
         ecfg = ExplainConfig(out_dir=str(out / "explain"), few_shot=False, n_bootstrap=200,
                              fuzzing=cfg.fuzzing, progress=cfg.progress)
-        return explain_store(store, mlp_hook, list(range(cfg.n_units)), llm, ecfg)
+        return explain_store(store, mlp_hook, list(range(cfg.n_units)), llm, ecfg, retry_failed=cfg.retry_failed)
 
     explanations = _stage("explanations", stages, do_explain, cfg.progress)
 
