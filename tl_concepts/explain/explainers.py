@@ -29,12 +29,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
+from tl_concepts.errors import InputError
+from tl_concepts.ids import unit_id
 from tl_concepts.llm.base import LLM, Failure
 from tl_concepts.explain.prompts import (
     EXPLAIN_TEMPLATE,
     FEW_SHOT,
     FewShotExample,
     explanation_messages,
+    display_max,
     normalize_activations,
     parse_explanation,
 )
@@ -95,11 +98,22 @@ def train_records(unit: UnitRecords, max_records: int | None = None) -> list[Act
     return recs[:max_records] if max_records else recs
 
 
+def check_finite(unit: UnitRecords, records: Sequence[ActivationRecord], split: str = "training") -> None:
+    """Raise :class:`~tl_concepts.errors.InputError` naming the unit when a record holds a
+    NaN or infinite activation (capture refuses them by default; such a unit cannot be
+    shown to an explainer honestly)."""
+    for i, r in enumerate(records):
+        if not all(math.isfinite(float(a)) for a in r.activations):
+            raise InputError(
+                f"unit {unit_id(unit.hook, unit.unit)}: {split} record {i} (doc {r.doc}) has NaN/inf activations; "
+                "recapture without them (capture refuses NaN by default) or drop the unit")
+
+
 def _display_max(unit: UnitRecords, recs: Sequence[ActivationRecord]) -> float:
-    m = unit.max_activation
-    if not m or m <= 0:
-        m = max((r.max_activation for r in recs), default=0.0)
-    return float(m)
+    """Top of the 0..10 scale: the largest finite activation of the records shown
+    (Bills et al. normalise by the max over the explanation records)."""
+    check_finite(unit, recs)
+    return display_max(recs)
 
 
 class LLMExplainer(Explainer):
