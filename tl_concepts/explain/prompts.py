@@ -60,6 +60,7 @@ class PromptTemplate:
 EXPLAIN_TEMPLATE = PromptTemplate("explain/token-activation", "2")  # 2: Bills floor display scale
 SIMULATE_TEMPLATE = PromptTemplate("simulate/all-at-once", "1")
 SIMULATE_JSON_TEMPLATE = PromptTemplate("simulate/json", "1")
+REVISE_TEMPLATE = PromptTemplate("explain/revise", "1")
 DETECTION_TEMPLATE = PromptTemplate("score/detection", "1")
 FUZZING_TEMPLATE = PromptTemplate("score/fuzzing", "1")
 
@@ -225,6 +226,39 @@ def parse_explanation(text: str | None) -> str | None:
     t = t.strip().splitlines()[0].strip() if t.strip() else ""
     t = t.strip("\"'` ").rstrip(".").strip()
     return t or None
+
+
+def revision_messages(
+    explanation: str,
+    records: Sequence[ActivationRecord],
+    predicted: Sequence[Sequence[float]],
+    max_activation: float,
+) -> list[Message]:
+    """Chat messages asking to revise ``explanation`` after seeing where it went wrong.
+
+    Shows, for each record, what a simulation from the explanation predicted (0..10,
+    rounded) and then the true activations (the usual 0..10 display), and asks for a
+    better completion of "the main thing this neuron does is find".
+
+    Example:
+        >>> r = ActivationRecord(["On", " Monday"], [0.0, 3.0])
+        >>> m = revision_messages("numbers", [r], [[0.0, 0.2]], 3.0)
+        >>> m[-1].content.splitlines()[-1]
+        'Explanation of neuron 1 behavior: the main thing this neuron does is find'
+    """
+    pred_blocks = []
+    for rec, pred in zip(records, predicted):
+        vals = [min(MAX_NORMALIZED, max(0, int(round(float(v))))) for v in pred]
+        pred_blocks.append("<start>\n" + format_record_lines(rec.tokens, vals) + "\n<end>\n")
+    true_blocks = [format_record(r, max_activation) for r in records]
+    text = (f"An earlier explanation of neuron 1 was: {EXPLANATION_PREFIX} {explanation}.\n"
+            "A simulation from that explanation predicted these values on texts where it was most wrong:\n"
+            + "\n".join(pred_blocks)
+            + "\nThe neuron's real values on the same texts follow. Write a better explanation that fits "
+            "them; keep it to one short phrase.\n\n"
+            + _neuron_block(1, true_blocks)
+            + f"\nExplanation of neuron 1 behavior: {EXPLANATION_PREFIX}")
+    return [Message("system", EXPLAIN_SYSTEM), Message("user", text)]
 
 
 # --------------------------------------------------------------------------- simulation
