@@ -10,7 +10,7 @@ Usage:
 
     .venv/bin/python benchmarks/bench_truth.py --llm oracle
     .venv/bin/python benchmarks/bench_truth.py --llm in-process --classes weekday,month,number
-    .venv/bin/python benchmarks/bench_truth.py --llm oracle --revise 1
+    .venv/bin/python benchmarks/bench_truth.py --llm oracle --revise 1   # revision from a wrong start
     .venv/bin/python benchmarks/bench_truth.py --part concepts      # planted concepts (truth_concepts.py)
 
 ``--llm oracle``: a stand-in that explains with the class name and simulates from class
@@ -37,7 +37,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from tl_concepts._sync import run_sync  # noqa: E402
 from tl_concepts.corpus import lee_corpus  # noqa: E402
-from tl_concepts.explain.planted import OracleLLM, ascore_planted, planted_classes, planted_units  # noqa: E402
+from tl_concepts.explain.planted import (  # noqa: E402
+    OracleLLM,
+    arevision_effect,
+    ascore_planted,
+    planted_classes,
+    planted_units,
+)
 from tl_concepts.explain.runner import ExplainConfig  # noqa: E402
 from tl_concepts.explain.verdict import Verdict, count_verdicts  # noqa: E402
 
@@ -69,14 +75,6 @@ def part_units(args: argparse.Namespace) -> list[dict]:
     out = args.out or tempfile.mkdtemp(prefix="bench-truth-")
     cfg = ExplainConfig(out_dir=out, n_bootstrap=args.bootstrap, progress=False, seed=args.seed,
                         detection=oracle, fuzzing=oracle, few_shot=not args.no_few_shot)
-    revise_kw = {}
-    if args.revise:
-        # The runner gains revise=N; until then the benchmark reports it as unsupported.
-        if "revise" not in ExplainConfig.__dataclass_fields__:
-            print("note: this runner has no revise option yet; scoring without revision")
-        else:
-            revise_kw = {"revise": args.revise}
-            cfg = ExplainConfig(**{**cfg.__dict__, **revise_kw})
     t0 = time.perf_counter()
     rows = run_sync(ascore_planted(units, llm, cfg, classes=classes, mismatch_llm=mismatch,
                                    simulator_llm=llm if mismatch is not None and not oracle else None))
@@ -97,6 +95,28 @@ def part_units(args: argparse.Namespace) -> list[dict]:
         print("test correlation, wrong class:     " + _dist([r.get("mismatched") for r in rows]))
     print(count_verdicts([Verdict.from_dict(r["verdict"]) for r in rows]))
     print(f"named the planted class: {sum(r['named_right'] for r in rows)}/{len(rows)}")
+    if args.revise:
+        # oracle: start from the wrong class name and let the honest oracle revise it;
+        # another LLM: revise its own explanation.
+        starts = [r.get("mismatched_explanation") if oracle else r["explanation"] for r in rows]
+        t1 = time.perf_counter()
+        rev = run_sync(arevision_effect(units, starts, llm, args.revise, few_shot=not args.no_few_shot,
+                                        classes=classes))
+        print(f"\nrevision ({args.revise} round(s) on the calibration split, {time.perf_counter() - t1:.1f} s), "
+              "test correlation before -> after:")
+        for r in rev:
+            if r["status"] != "ok":
+                print(f"{r['class']:<8} {r['status']}")
+                continue
+            print(f"{r['class']:<8} {f(r['test_before'])} -> {f(r['test_after'])}  kept {r['kept']}  "
+                  f"{(r['start'] or '')[:40]!r} -> {(r['final'] or '')[:40]!r}")
+        ok = [r for r in rev if r["status"] == "ok" and r["test_before"] is not None and r["test_after"] is not None]
+        if ok:
+            d = np.array([r["test_after"] - r["test_before"] for r in ok])
+            print(f"mean test-correlation change {d.mean():+.3f} over {len(ok)} units; "
+                  f"revisions kept on {sum(r['kept'] > 0 for r in ok)}/{len(ok)}")
+        for row, r in zip(rows, rev):
+            row["revision"] = r
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return rows
@@ -117,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--part", choices=["units", "concepts", "all"], default="units")
     ap.add_argument("--classes", default="", help="comma-separated class keys (default: all)")
     ap.add_argument("--mismatch", action="store_true", help="also score a wrong class name (always with oracle)")
-    ap.add_argument("--revise", type=int, default=0, help="revision rounds (when the runner supports them)")
+    ap.add_argument("--revise", type=int, default=0, help="also measure N revision rounds (test score before/after)")
     ap.add_argument("--no-few-shot", action="store_true", help="short prompts without the few-shot neurons")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)

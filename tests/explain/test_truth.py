@@ -65,3 +65,28 @@ def test_class_named_reads_keywords_and_refuses_ambiguity(planted):
     assert class_named("words about countries and nations", classes) == "country"
     assert class_named("past months", classes) is None
     assert class_named(None, classes) is None
+
+
+def test_revision_from_a_wrong_start_recovers_the_class_on_test(planted):
+    from tl_concepts.explain.planted import arevision_effect
+
+    classes, units = planted
+    starts = [classes["number"].name, classes["weekday"].name]  # wrong for weekday and month units
+    rows = run_sync(arevision_effect(units[:2], starts, OracleLLM(classes), 1, classes=classes))
+    for r, want in zip(rows, ("weekday", "month")):
+        assert r["final"] == classes[want].name and r["kept"] == 1 and r["named_right_after"]
+        assert r["test_before"] < 0.1 < 0.9 < r["test_after"]
+
+
+def test_bench_truth_oracle_ends_with_the_recovery_line(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_truth.py"
+    spec = importlib.util.spec_from_file_location("bench_truth", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--llm", "oracle", "--classes", "weekday,number", "--bootstrap", "100"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "recovered 2/2 planted units"
+    assert "2 of 2 above chance" in "\n".join(lines)

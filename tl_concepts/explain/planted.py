@@ -332,3 +332,53 @@ async def ascore_planted(
         row["recovered"] = bool(row["named_right"] and v.beats_chance and right_beats_wrong)
         out.append(row)
     return out
+
+
+async def arevision_effect(
+    units: Sequence[tuple[PlantedClass, UnitRecords]],
+    start_texts: Sequence[str | None],
+    llm: LLM,
+    rounds: int,
+    *,
+    few_shot: bool = True,
+    max_records: int = 10,
+    classes: dict[str, PlantedClass] | None = None,
+) -> list[dict[str, Any]]:
+    """Test-score change from :func:`tl_concepts.explain.explainers.revise` on planted units.
+
+    For each unit, starts from ``start_texts[i]`` (e.g. the runner's LLM explanation, or a
+    wrong class name), revises it ``rounds`` times on the calibration split with ``llm``
+    (explainer and simulator), then simulates the **test** split with the starting and
+    the final explanation and reports both correlations (the test split is only touched
+    after revision is over).
+    """
+    from tl_concepts.explain.explainers import Explanation, LLMExplainer, revise
+    from tl_concepts.explain.prompts import FEW_SHOT
+    from tl_concepts.explain.scoring import score
+    from tl_concepts.explain.simulators import AllAtOnceSimulator
+
+    shots = FEW_SHOT if few_shot else ()
+    explainer = LLMExplainer(llm, max_records=max_records, few_shot=shots)
+    sim = AllAtOnceSimulator(llm, few_shot=shots)
+    out = []
+    for (cls, unit), text in zip(units, start_texts):
+        row: dict[str, Any] = {"class": cls.key, "start": text}
+        if not text:
+            out.append({**row, "status": "no starting explanation"})
+            continue
+        rev = await revise(explainer, sim, unit, Explanation(text, "start"), rounds)
+        test = list(unit.test_top) + list(unit.test_random)
+        corr = {}
+        for name, t in (("before", text), ("after", rev.text or text)):
+            sims = await sim.asimulate_many(t, [r.tokens for r in test])
+            corr[name] = (score(test, [s.activations for s in sims], n_bootstrap=0).correlation.value
+                          if all(s.ok for s in sims) else None)
+        out.append({**row, "status": "ok", "final": rev.text, "kept": sum(bool(r.get("kept")) for r in rev.revisions[1:]),
+                    "named_right_after": class_named(rev.text, classes or classes_of(units)) == cls.key,
+                    "test_before": corr["before"], "test_after": corr["after"], "revisions": rev.revisions})
+    return out
+
+
+def classes_of(units: Sequence[tuple[PlantedClass, UnitRecords]]) -> dict[str, PlantedClass]:
+    """The classes of a list of planted units, by key."""
+    return {c.key: c for c, _ in units}
