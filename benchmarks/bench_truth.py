@@ -86,7 +86,8 @@ def part_units(args: argparse.Namespace) -> list[dict]:
     for r in rows:
         print(f"{r['class']:<8} {'yes' if r['named_right'] else 'no':<5} {f(r['llm']):>7} {f(r['baseline']):>7} "
               f"{f(r['table']):>7} {f(r.get('mismatched')):>7}  {r['verdict']['label']:<16} "
-              f"{(r['explanation'] or '')[:70]!r}")
+              f"{(r['explanation'] or '')[:70]!r}"
+              + (f" (failed: {r['failure']['kind']}: {r['failure']['message'][:60]})" if r.get("failure") else ""))
     print()
     print("test correlation, LLM explanation: " + _dist([r["llm"] for r in rows]))
     print("test correlation, lookup baseline: " + _dist([r["baseline"] for r in rows]))

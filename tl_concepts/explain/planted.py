@@ -93,7 +93,7 @@ def planted_classes(corpus: Any) -> dict[str, PlantedClass]:
     out = [
         PlantedClass("weekday", "days of the week", ("day", "week", "monday", "friday", "sunday"), WEEKDAYS),
         PlantedClass("month", "months of the year", ("month", "january", "june", "december"), MONTHS),
-        PlantedClass("number", "numbers written in digits", ("number", "digit", "numeral", "figure"), frozenset()),
+        PlantedClass("number", "numbers written in digits", ("numbers", "digit", "numeral", "figures"), frozenset()),
         PlantedClass("country", "names of countries", ("countr", "nation"), countries),
         PlantedClass("past", "past-tense verbs", ("past",), past - plural),
         PlantedClass("plural", "plural nouns", ("plural",), plural - past),
@@ -316,6 +316,7 @@ async def ascore_planted(
         row: dict[str, Any] = {
             "class": cls.key, "unit": unit.unit, "status": res.get("status"), "explanation": text,
             "named_right": class_named(text, classes) == cls.key,
+            "failure": ((res.get("llm") or {}).get("explanation") or {}).get("failure"),
             "llm": _corr(res, "llm"), "baseline": _corr(res, "baseline"),
             "table": ((res.get("lookup_table") or {}).get("correlation") or {}).get("value"),
             "verdict": v.to_dict(),
