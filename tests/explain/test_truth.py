@@ -90,3 +90,12 @@ def test_bench_truth_oracle_ends_with_the_recovery_line(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == "recovered 2/2 planted units"
     assert "2 of 2 above chance" in "\n".join(lines)
+
+
+def test_a_planted_unit_does_not_depend_on_the_other_classes(planted):
+    classes, units = planted
+    alone = planted_units(lee_corpus(), classes, keys=["month"], seed=0)[0][1]
+    month = dict((c.key, u) for c, u in units)["month"]
+    for split in ("train_top", "calibration_random", "test_top", "test_random"):
+        assert [(r.start, r.activations) for r in getattr(alone, split)] == \
+            [(r.start, r.activations) for r in getattr(month, split)]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -143,28 +144,29 @@ def planted_units(
     capture's rules. Unit ``i`` is ``planted.<i>``."""
     keys = list(keys or classes)
     ctxs = corpus_contexts(corpus, max_tokens)
-    rng = np.random.default_rng(seed)
-    acts: list[np.ndarray] = []  # [n_ctx] arrays of [len, n_units]
-    for _, toks in ctxs:
-        fire = np.array([[classes[k].fires(t) for k in keys] for t in toks], dtype=bool)
-        a = rng.normal(0.0, noise, size=fire.shape)
-        a[fire] = rng.uniform(0.5, 1.0, size=int(fire.sum())) * scale
-        acts.append(a)
-    ctx_max = np.stack([a.max(0) for a in acts])
-    ctx_min = np.stack([a.min(0) for a in acts])
-    sel = select_exemplars(ctx_max, ctx_min, exemplars or ExemplarConfig())
     starts = np.cumsum([0] + [len(t) for _, t in ctxs])[:-1]
-
-    def rec(c: int, u: int) -> ActivationRecord:
-        return ActivationRecord(list(ctxs[c][1]), [float(v) for v in acts[c][:, u]], doc=int(ctxs[c][0]),
-                                start=int(starts[c]))
-
     out = []
     for u, k in enumerate(keys):
-        unit = UnitRecords(PLANTED_HOOK, u, max_activation=float(ctx_max[:, u].max()), n_contexts=len(ctxs))
+        # each class draws from its own stream: a unit is the same whichever classes run beside it
+        rng = np.random.default_rng([seed, zlib.crc32(k.encode("utf-8"))])
+        acts = []
+        for _, toks in ctxs:
+            fire = np.array([classes[k].fires(t) for t in toks], dtype=bool)
+            a = rng.normal(0.0, noise, size=fire.shape)
+            a[fire] = rng.uniform(0.5, 1.0, size=int(fire.sum())) * scale
+            acts.append(a)
+        ctx_max = np.array([[a.max()] for a in acts])
+        ctx_min = np.array([[a.min()] for a in acts])
+        sel = select_exemplars(ctx_max, ctx_min, exemplars or ExemplarConfig())
+
+        def rec(c: int) -> ActivationRecord:
+            return ActivationRecord(list(ctxs[c][1]), [float(v) for v in acts[c]], doc=int(ctxs[c][0]),
+                                    start=int(starts[c]))
+
+        unit = UnitRecords(PLANTED_HOOK, u, max_activation=float(ctx_max.max()), n_contexts=len(ctxs))
         for split in SPLITS:
-            setattr(unit, split, [rec(int(c), u) for c in sel[split][u] if c >= 0])
-        unit.quantile = {b: [rec(int(c), u) for c in sel["quantile"][u, b] if c >= 0]
+            setattr(unit, split, [rec(int(c)) for c in sel[split][0] if c >= 0])
+        unit.quantile = {b: [rec(int(c)) for c in sel["quantile"][0, b] if c >= 0]
                          for b in range(sel["quantile"].shape[1])}
         out.append((classes[k], unit))
     return out
