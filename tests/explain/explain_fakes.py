@@ -152,7 +152,7 @@ def planted_records(cls: str, n: int, *, length: int = 12, seed: int = 0, p_clas
     return out
 
 
-def planted_unit(cls: str = "weekday", *, unit: int = 0, seed: int = 0, n_top: int = 6, n_random: int = 6,
+def planted_unit(cls: str = "weekday", *, unit: int = 0, seed: int = 0, n_top: int = 6, n_random: int = 10,
                  noise: float = 0.0) -> UnitRecords:
     """A unit firing on one token class, with disjoint splits (distinct docs)."""
     def top(k: int) -> list[ActivationRecord]:

@@ -47,7 +47,7 @@ def test_llm_explainer_uses_only_training_records_and_parses():
     for r in unit.test_top + unit.calibration_top:
         r.tokens[0] = "HELDOUT"
     e = LLMExplainer(Spy(["days of the week"])).explain(unit)
-    assert e.ok and e.text == "days of the week" and e.template == "explain/token-activation@1"
+    assert e.ok and e.text == "days of the week" and e.template == "explain/token-activation@2"
     assert "HELDOUT" not in seen[0]
     assert seen[0].endswith("the main thing this neuron does is find")
 

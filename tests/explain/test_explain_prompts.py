@@ -12,8 +12,9 @@ from tl_concepts.explain.prompts import (
 )
 
 
-def test_normalisation_rounds_clips_and_zeroes_negatives():
-    assert normalize_activations([0.0, 0.26, 1.0, 1.2, -0.5], 1.0) == [0, 3, 10, 10, 0]
+def test_normalisation_floors_clips_and_zeroes_negatives():
+    # Bills et al.: floor, not round: 0.26 -> 2.6 -> 2; 0.35 -> 3 (round-half-even gives 4)
+    assert normalize_activations([0.0, 0.26, 0.35, 1.0, 1.2, -0.5], 1.0) == [0, 2, 3, 10, 10, 0]
     assert normalize_activations([0.3, 0.1], 0.0) == [0, 0]
     assert normalize_activations([0.3], -1.0) == [0]
 
@@ -47,7 +48,7 @@ def test_explanation_messages_with_few_shot_number_the_target_last():
     assert [m.role for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert msgs[-1].content.startswith("Neuron 3\n")
     assert msgs[2].content == " water and other liquids, such as rivers and rain."
-    assert EXPLAIN_TEMPLATE.id == "explain/token-activation@1"
+    assert EXPLAIN_TEMPLATE.id == "explain/token-activation@2"
 
 
 def test_simulation_prompt_text_and_slot_offsets():

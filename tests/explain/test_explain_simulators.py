@@ -122,6 +122,6 @@ def test_calibrated_simulator_maps_to_true_units():
     sims = cal.simulate_many("digits", [r.tokens for r in test])
     assert all(s.method == "calibrated:logits" for s in sims)
     raw = base.simulate_many("digits", [r.tokens for r in test])
-    r2_cal = score(test, [s.activations for s in sims], n_bootstrap=0).r_squared.value
-    r2_raw = score(test, [s.activations for s in raw], n_bootstrap=0).r_squared.value
+    r2_cal = score(test, [s.activations for s in sims], n_bootstrap=0).rsquared.value
+    r2_raw = score(test, [s.activations for s in raw], n_bootstrap=0).rsquared.value
     assert r2_cal > 0.5 and r2_cal > r2_raw

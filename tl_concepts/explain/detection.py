@@ -11,7 +11,8 @@
 The model's answer is read as P("1") / (P("1") + P("0")) from the next-token distribution
 after ``Answer: `` (``method`` from the backend); endpoints without logprobs fall back to
 a chat answer parsed as 1/0 (``method="chat"``, so AUROC is then coarse). Reported:
-balanced accuracy (threshold 0.5) and AUROC. Items whose call failed are counted in
+balanced accuracy (threshold 0.5) and AUROC, only with at least 5 answered positives and 5
+negatives (else ``status="n too small"`` and no metric values). Items whose call failed are counted in
 ``n_failed`` and left out, never scored as 0.
 
 Example:
@@ -32,14 +33,23 @@ from tl_concepts.explain.prompts import DETECTION_TEMPLATE, FUZZING_TEMPLATE, de
 from tl_concepts.explain.scoring import auroc, balanced_accuracy
 
 
+MIN_PER_CLASS = 5
+"""Metrics are reported only with at least this many answered positives and negatives."""
+
+
 @dataclass
 class ClassificationScore:
-    """Result of a detection or fuzzing run."""
+    """Result of a detection or fuzzing run.
+
+    With fewer than :data:`MIN_PER_CLASS` answered positives or negatives the metrics are
+    not reported: ``status`` is ``"n too small"`` and both metrics are nan (None in
+    :meth:`to_dict`).
+    """
 
     balanced_accuracy: float
-    """Mean of TPR and TNR with the answer thresholded at 0.5 (nan without both classes)."""
+    """Mean of TPR and TNR with the answer thresholded at 0.5 (nan when not reported)."""
     auroc: float
-    """Area under the ROC curve of P(yes) (nan without both classes)."""
+    """Area under the ROC curve of P(yes) (nan when not reported)."""
     n_positive: int
     """Items labelled 1 that were answered."""
     n_negative: int
@@ -50,6 +60,8 @@ class ClassificationScore:
     """How answers were read (``logits``, ``prompt_logprobs``, ``chat``, ...)."""
     template: str
     """Prompt template id."""
+    status: str = "ok"
+    """``ok``, or ``n too small`` (fewer than :data:`MIN_PER_CLASS` positives or negatives)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -97,11 +109,14 @@ async def _run(llm: LLM, items: list[tuple[str, int]], stage: str, template: str
             continue
         labels.append(y)
         probs.append(p)
+    n_pos, n_neg = sum(labels), len(labels) - sum(labels)
+    enough = n_pos >= MIN_PER_CLASS and n_neg >= MIN_PER_CLASS
+    nan = float("nan")
     return ClassificationScore(
-        balanced_accuracy=balanced_accuracy(labels, [p >= 0.5 for p in probs]),
-        auroc=auroc(labels, probs),
-        n_positive=sum(labels), n_negative=len(labels) - sum(labels), n_failed=failed,
-        method="+".join(sorted(methods)), template=template)
+        balanced_accuracy=balanced_accuracy(labels, [p >= 0.5 for p in probs]) if enough else nan,
+        auroc=auroc(labels, probs) if enough else nan,
+        n_positive=n_pos, n_negative=n_neg, n_failed=failed,
+        method="+".join(sorted(methods)), template=template, status="ok" if enough else "n too small")
 
 
 class DetectionScorer:

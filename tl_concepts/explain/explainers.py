@@ -29,14 +29,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
+from tl_concepts.errors import InputError
+from tl_concepts.ids import unit_id
 from tl_concepts.llm.base import LLM, Failure
 from tl_concepts.explain.prompts import (
     EXPLAIN_TEMPLATE,
     FEW_SHOT,
+    REVISE_TEMPLATE,
     FewShotExample,
     explanation_messages,
+    display_max,
     normalize_activations,
     parse_explanation,
+    revision_messages,
 )
 from tl_concepts.explain.scoring import correlation
 from tl_concepts.explain.simulators import LookupTableSimulator, Simulator
@@ -62,6 +67,9 @@ class Explanation:
     """Calibration-split correlation used by best-of-n (None when not selected that way)."""
     candidates: list[dict[str, Any]] = field(default_factory=list)
     """Best-of-n: every candidate with its calibration score."""
+    revisions: list[dict[str, Any]] = field(default_factory=list)
+    """Revision rounds (:func:`revise`): each proposal, its calibration correlation and
+    whether it was kept."""
 
     @property
     def ok(self) -> bool:
@@ -70,7 +78,7 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "explainer": self.explainer, "template": self.template,
                 "model": self.model, "raw": self.raw, "selection_score": self.selection_score,
-                "candidates": self.candidates,
+                "candidates": self.candidates, "revisions": self.revisions,
                 "failure": None if self.failure is None else
                 {"kind": self.failure.kind, "message": self.failure.message}}
 
@@ -95,11 +103,22 @@ def train_records(unit: UnitRecords, max_records: int | None = None) -> list[Act
     return recs[:max_records] if max_records else recs
 
 
+def check_finite(unit: UnitRecords, records: Sequence[ActivationRecord], split: str = "training") -> None:
+    """Raise :class:`~tl_concepts.errors.InputError` naming the unit when a record holds a
+    NaN or infinite activation (capture refuses them by default; such a unit cannot be
+    shown to an explainer honestly)."""
+    for i, r in enumerate(records):
+        if not all(math.isfinite(float(a)) for a in r.activations):
+            raise InputError(
+                f"unit {unit_id(unit.hook, unit.unit)}: {split} record {i} (doc {r.doc}) has NaN/inf activations; "
+                "recapture without them (capture refuses NaN by default) or drop the unit")
+
+
 def _display_max(unit: UnitRecords, recs: Sequence[ActivationRecord]) -> float:
-    m = unit.max_activation
-    if not m or m <= 0:
-        m = max((r.max_activation for r in recs), default=0.0)
-    return float(m)
+    """Top of the 0..10 scale: the largest finite activation of the records shown
+    (Bills et al. normalise by the max over the explanation records)."""
+    check_finite(unit, recs)
+    return display_max(recs)
 
 
 class LLMExplainer(Explainer):
@@ -189,6 +208,104 @@ async def best_of_n(
     return Explanation(best.text, f"best-of-{n}:{best.explainer}", best.template, best.model, best.raw,
                        failure=best.failure, selection_score=None if math.isnan(best_s) else best_s,
                        candidates=info)
+
+
+async def _calibration_fit(simulator: Simulator, text: str, cal: Sequence[ActivationRecord]
+                           ) -> tuple[float, list[list[float]] | None]:
+    sims = await simulator.asimulate_many(text, [r.tokens for r in cal])
+    if not all(s.ok for s in sims):
+        return float("nan"), None
+    values = [list(s.activations or []) for s in sims]
+    return correlation(np.concatenate([r.activations for r in cal]), np.concatenate(values)), values
+
+
+def worst_records(records: Sequence[ActivationRecord], simulated: Sequence[Sequence[float]],
+                  n: int = 3) -> list[int]:
+    """Indices of the ``n`` records a simulation got most wrong: squared error after the
+    least-squares linear map of simulated onto true values (fitted over all ``records``),
+    skipping records where both truth and prediction are flat zero.
+
+    Example:
+        >>> recs = [ActivationRecord(["a", "b"], [0.0, 1.0]), ActivationRecord(["c", "d"], [0.0, 2.0]),
+        ...         ActivationRecord(["e", "f"], [2.0, 0.0])]
+        >>> worst_records(recs, [[0.0, 1.0], [0.0, 2.0], [0.0, 1.0]], n=1)
+        [2]
+    """
+    t_all = np.concatenate([np.asarray(r.activations, float) for r in records])
+    s_all = np.concatenate([np.asarray(s, float) for s in simulated])
+    var = float(((s_all - s_all.mean()) ** 2).sum())
+    slope = float(((s_all - s_all.mean()) * (t_all - t_all.mean())).sum()) / var if var > 0 else 0.0
+    icpt = float(t_all.mean() - slope * s_all.mean())
+    errs = []
+    for i, (r, s) in enumerate(zip(records, simulated)):
+        t, p = np.asarray(r.activations, float), np.asarray(s, float)
+        if not (np.any(t > 0) or np.any(p > 0)):
+            continue
+        errs.append((float(((t - (slope * p + icpt)) ** 2).sum()), i))
+    errs.sort(key=lambda x: (-x[0], x[1]))
+    return [i for _, i in errs[:n]]
+
+
+async def revise(
+    explainer: "LLMExplainer",
+    simulator: Simulator,
+    unit: UnitRecords,
+    explanation: Explanation,
+    rounds: int = 1,
+    *,
+    n_show: int = 3,
+) -> Explanation:
+    """Revise an explanation from the calibration records it simulated worst.
+
+    Each round shows the explainer's LLM the ``n_show`` calibration records where the
+    simulation from the current explanation was furthest from the truth (its prediction and
+    the true activations) and asks for a better phrase; the proposal is simulated on the
+    whole calibration split and **kept only if its calibration correlation is higher**.
+    Test records are never shown or simulated. Every round is recorded in
+    ``Explanation.revisions``; ``selection_score`` is the kept explanation's calibration
+    correlation. Round 0 in ``revisions`` is the explanation it started from.
+
+    Example:
+        >>> better = await revise(LLMExplainer(llm), AllAtOnceSimulator(llm), unit, expl, 2)  # doctest: +SKIP
+    """
+    cal = list(unit.calibration_top) + list(unit.calibration_random)
+    if rounds <= 0 or not explanation.ok:
+        return explanation
+    if not cal:
+        raise ValueError(f"revision needs a calibration split; unit {unit_id(unit.hook, unit.unit)} has none")
+    check_finite(unit, cal, "calibration")
+    text = explanation.text or ""
+    score_now, sims_now = await _calibration_fit(simulator, text, cal)
+    history: list[dict[str, Any]] = [{"round": 0, "text": text, "kept": True,
+                                      "calibration_correlation": None if math.isnan(score_now) else score_now}]
+    template, raw = explanation.template, explanation.raw
+    m = _display_max(unit, train_records(unit, explainer.max_records))
+    for k in range(1, rounds + 1):
+        if sims_now is None:
+            history.append({"round": k, "text": None, "calibration_correlation": None, "kept": False,
+                            "failure": "the current explanation could not be simulated on the calibration split"})
+            break
+        idx = worst_records(cal, sims_now, n_show)
+        if not idx:
+            break
+        msgs = revision_messages(text, [cal[i] for i in idx], [sims_now[i] for i in idx], m)
+        r = await explainer.llm.achat(msgs, temperature=explainer.temperature, max_tokens=explainer.max_tokens,
+                                      stage=explainer.stage)
+        proposal = parse_explanation(r.text) if r.ok else None
+        if proposal is None:
+            history.append({"round": k, "text": None, "calibration_correlation": None, "kept": False,
+                            "failure": r.failure.kind if r.failure else "unparseable", "raw": r.text})
+            continue
+        sc, sims = await _calibration_fit(simulator, proposal, cal)
+        kept = sims is not None and not math.isnan(sc) and (math.isnan(score_now) or sc > score_now)
+        history.append({"round": k, "text": proposal, "calibration_correlation": None if math.isnan(sc) else sc,
+                        "kept": kept, "shown_records": idx})
+        if kept:
+            text, score_now, sims_now, template, raw = proposal, sc, sims, REVISE_TEMPLATE.id, r.text
+    return Explanation(text, f"{explanation.explainer}+revise", template, explanation.model, raw,
+                       failure=explanation.failure,
+                       selection_score=None if math.isnan(score_now) else score_now,
+                       candidates=explanation.candidates, revisions=history)
 
 
 class TokenLookupExplainer(Explainer):

@@ -2,7 +2,9 @@
 
 Records are shown the way Bills et al. (2023) show them: one ``token<TAB>activation`` line
 per token between ``<start>`` and ``<end>``, activations normalised per unit to integers
-0..10 (:func:`normalize_activations`). When few tokens of a record are non-zero, the
+0..10 exactly as neuron-explainer does (:func:`normalize_activations`:
+``min(10, floor(10 * relu(a) / max))``, the max over the finite activations of the records
+shown, :func:`display_max`). When few tokens of a record are non-zero, the
 non-zero lines are repeated in a second block so the explainer cannot miss them.
 
 Display of tokens: a token is shown as its decoded string with ``\\n``, ``\\r`` and ``\\t``
@@ -12,8 +14,8 @@ Every template carries a name and a version (:class:`PromptTemplate`) that go in
 explanation and score, so results made with different wording are never mixed.
 
 Example:
-    >>> normalize_activations([0.0, 1.0, 2.0, -3.0], max_activation=2.0)
-    [0, 5, 10, 0]
+    >>> normalize_activations([0.0, 1.0, 1.99, 2.0, -3.0], max_activation=2.0)
+    [0, 5, 9, 10, 0]
     >>> format_record_lines(["The", " cat"], [0, 7])
     'The\\t0\\n cat\\t7'
 """
@@ -55,27 +57,48 @@ class PromptTemplate:
         return f"{self.name}@{self.version}"
 
 
-EXPLAIN_TEMPLATE = PromptTemplate("explain/token-activation", "1")
+EXPLAIN_TEMPLATE = PromptTemplate("explain/token-activation", "2")  # 2: Bills floor display scale
 SIMULATE_TEMPLATE = PromptTemplate("simulate/all-at-once", "1")
 SIMULATE_JSON_TEMPLATE = PromptTemplate("simulate/json", "1")
+REVISE_TEMPLATE = PromptTemplate("explain/revise", "1")
 DETECTION_TEMPLATE = PromptTemplate("score/detection", "1")
 FUZZING_TEMPLATE = PromptTemplate("score/fuzzing", "1")
 
 
 # --------------------------------------------------------------------------- normalisation
-def normalize_activations(activations: Sequence[float], max_activation: float) -> list[int]:
-    """Map activations to integers 0..10: ``round(10 * a / max_activation)``, clipped.
+def display_max(records: Sequence[ActivationRecord | Sequence[float]]) -> float:
+    """The largest finite, non-negative activation over ``records`` (0.0 when none is
+    positive): the top of the 0..10 display scale. NaN and inf values are ignored here;
+    :func:`normalize_activations` refuses them.
 
-    Negative activations become 0 (Bills et al.); a unit whose ``max_activation`` is not
-    positive gets all zeros.
+    Example:
+        >>> display_max([[0.5, float("nan")], [-1.0, 2.0]])
+        2.0
     """
-    if not max_activation or max_activation <= 0 or not math.isfinite(max_activation):
-        return [0 for _ in activations]
-    out = []
-    for a in activations:
-        v = int(round(MAX_NORMALIZED * float(a) / max_activation))
-        out.append(min(MAX_NORMALIZED, max(0, v)))
-    return out
+    best = 0.0
+    for r in records:
+        vals = r.activations if isinstance(r, ActivationRecord) else r
+        for a in vals:
+            a = float(a)
+            if math.isfinite(a) and a > best:
+                best = a
+    return best
+
+
+def normalize_activations(activations: Sequence[float], max_activation: float) -> list[int]:
+    """Bills et al.'s display scale: ``min(10, floor(10 * relu(a) / max_activation))``.
+
+    Negative activations become 0; a ``max_activation`` that is not a positive finite
+    number gives all zeros. A NaN or infinite activation raises ``ValueError`` (it has no
+    place on the scale; the caller names the unit).
+    """
+    vals = [float(a) for a in activations]
+    bad = [i for i, a in enumerate(vals) if not math.isfinite(a)]
+    if bad:
+        raise ValueError(f"activation {bad[0]} is {vals[bad[0]]}; NaN/inf activations cannot be shown on the 0..10 scale")
+    if not max_activation or not math.isfinite(max_activation) or max_activation <= 0:
+        return [0 for _ in vals]
+    return [min(MAX_NORMALIZED, math.floor(MAX_NORMALIZED * max(a, 0.0) / max_activation)) for a in vals]
 
 
 def display_token(token: str) -> str:
@@ -203,6 +226,39 @@ def parse_explanation(text: str | None) -> str | None:
     t = t.strip().splitlines()[0].strip() if t.strip() else ""
     t = t.strip("\"'` ").rstrip(".").strip()
     return t or None
+
+
+def revision_messages(
+    explanation: str,
+    records: Sequence[ActivationRecord],
+    predicted: Sequence[Sequence[float]],
+    max_activation: float,
+) -> list[Message]:
+    """Chat messages asking to revise ``explanation`` after seeing where it went wrong.
+
+    Shows, for each record, what a simulation from the explanation predicted (0..10,
+    rounded) and then the true activations (the usual 0..10 display), and asks for a
+    better completion of "the main thing this neuron does is find".
+
+    Example:
+        >>> r = ActivationRecord(["On", " Monday"], [0.0, 3.0])
+        >>> m = revision_messages("numbers", [r], [[0.0, 0.2]], 3.0)
+        >>> m[-1].content.splitlines()[-1]
+        'Explanation of neuron 1 behavior: the main thing this neuron does is find'
+    """
+    pred_blocks = []
+    for rec, pred in zip(records, predicted):
+        vals = [min(MAX_NORMALIZED, max(0, int(round(float(v))))) for v in pred]
+        pred_blocks.append("<start>\n" + format_record_lines(rec.tokens, vals) + "\n<end>\n")
+    true_blocks = [format_record(r, max_activation) for r in records]
+    text = (f"An earlier explanation of neuron 1 was: {EXPLANATION_PREFIX} {explanation}.\n"
+            "A simulation from that explanation predicted these values on texts where it was most wrong:\n"
+            + "\n".join(pred_blocks)
+            + "\nThe neuron's real values on the same texts follow. Write a better explanation that fits "
+            "them; keep it to one short phrase.\n\n"
+            + _neuron_block(1, true_blocks)
+            + f"\nExplanation of neuron 1 behavior: {EXPLANATION_PREFIX}")
+    return [Message("system", EXPLAIN_SYSTEM), Message("user", text)]
 
 
 # --------------------------------------------------------------------------- simulation
