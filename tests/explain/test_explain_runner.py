@@ -128,3 +128,123 @@ def test_overlapping_splits_are_refused(tmp_path):
     res = run_explain([u], RuleLLM(), _cfg(tmp_path))
     assert res[0].status == "overlapping_splits" and "train/test" in res[0].message
     assert "llm" not in res[0].raw
+
+
+def test_verdicts_and_score_names_in_results_and_summary(tmp_path):
+    units = [planted_unit("weekday", unit=0, seed=1), planted_unit("digit", unit=1, seed=2)]
+    res = run_explain(units, RuleLLM(["days of the week", "past-tense verbs"]), _cfg(tmp_path))
+    good, wrong = res
+    assert good.verdict["label"] in ("above chance", "beats baseline") and good.verdict["beats_chance"]
+    assert wrong.verdict["label"] == "not above chance" and not wrong.verdict["beats_baseline"]
+    assert good.verdict["delta_vs_baseline"]["low"] <= good.verdict["delta_vs_baseline"]["high"]
+    scores = good.raw["llm"]["scores"]["all"]
+    assert {"correlation", "rsquared", "absolute_dev_explained", "rsquared_centred",
+            "absolute_dev_explained_centred"} <= set(scores)
+    table = summary_table(res)
+    assert "LLM better on" not in table  # no point-estimate wins
+    assert res.verdict_counts() in table and "of 2 explanations beat the baseline at 95%" in table
+
+
+class _CountingLLM(RuleLLM):
+    """A RuleLLM whose identity (model name) can be chosen, as a different LLM would be."""
+
+    def __init__(self, model: str = "rule-fake-1", **kw):
+        super().__init__(["days of the week"], **kw)
+        self.model = model
+
+
+def test_results_from_other_inputs_are_never_served(tmp_path):
+    a = planted_unit("weekday", unit=0, seed=1)
+    b = planted_unit("weekday", unit=0, seed=7)  # same unit id, other records (another store)
+    llm = _CountingLLM()
+    first = run_explain([a], llm, _cfg(tmp_path))
+    n = llm.calls["chat"]
+    run_explain([a], llm, _cfg(tmp_path))
+    assert llm.calls["chat"] == n  # same inputs: reused
+    second = run_explain([b], llm, _cfg(tmp_path))
+    assert llm.calls["chat"] > n  # other records: recomputed, never A's result for B
+    assert second[0].raw["input_key"] != first[0].raw["input_key"]
+    assert second[0].provenance["records"] != first[0].provenance["records"]
+    other = _CountingLLM("another-model")
+    third = run_explain([b], other, _cfg(tmp_path))
+    assert other.calls["chat"] >= 1 and third[0].provenance["explainer"]["model"] == "another-model"
+    m = llm.calls["chat"]
+    run_explain([b], llm, _cfg(tmp_path, seed=3))  # another scoring setting: recomputed
+    assert llm.calls["chat"] > m
+
+
+def test_transient_failures_heal_permanent_ones_wait_for_retry_failed(tmp_path):
+    from tl_concepts.llm.base import ChatResult, Failure
+
+    class Flaky(RuleLLM):
+        def __init__(self, kind):
+            super().__init__(["days of the week"])
+            self.kind, self.broken = kind, True
+
+        async def achat(self, messages, **kw):
+            if self.broken:
+                self.calls["chat"] += 1
+                return ChatResult(None, failure=Failure(self.kind, "fake outage"))
+            return await super().achat(messages, **kw)
+
+    u = planted_unit("weekday", unit=0, seed=1)
+    down = Flaky("retries_exhausted")
+    r1 = run_explain([u], down, _cfg(tmp_path / "t", detection=False, fuzzing=False))
+    assert r1[0].status == "explanation_failed" and r1[0].failure_kinds == ["retries_exhausted"]
+    down.broken = False  # the server recovered: the rerun asks again
+    r2 = run_explain([u], down, _cfg(tmp_path / "t", detection=False, fuzzing=False))
+    assert r2[0].status == "ok"
+    bad = Flaky("unparseable")
+    run_explain([u], bad, _cfg(tmp_path / "p", detection=False, fuzzing=False))
+    bad.broken = False
+    n = bad.calls["chat"]
+    r3 = run_explain([u], bad, _cfg(tmp_path / "p", detection=False, fuzzing=False))
+    assert r3[0].status == "explanation_failed" and bad.calls["chat"] == n  # permanent: kept
+    r4 = run_explain([u], bad, _cfg(tmp_path / "p", detection=False, fuzzing=False), retry_failed=True)
+    assert r4[0].status == "ok"
+
+
+def test_fatal_llm_error_stops_the_run_and_records_no_unit(tmp_path):
+    from tl_concepts.errors import LLMAuthError
+
+    class Revoked(RuleLLM):
+        async def achat(self, messages, **kw):
+            raise LLMAuthError("the endpoint refused the API key (401); check OPENAI_API_KEY")
+
+    units = [planted_unit("weekday", unit=i, seed=i) for i in range(3)]
+    with pytest.raises(LLMAuthError, match="401"):
+        run_explain(units, Revoked(), _cfg(tmp_path))
+    assert not list((tmp_path / "run" / "units").glob("*.json"))
+
+
+def test_kill_mid_explain_then_rerun_equals_uninterrupted(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(tmp_path.parent)!r}]
+        from tests.explain.explain_fakes import RuleLLM, planted_unit
+        from tl_concepts.explain.runner import ExplainConfig, run_explain
+        units = [planted_unit("weekday", unit=i, seed=i) for i in range(3)]
+        cfg = ExplainConfig(out_dir=sys.argv[1], n_bootstrap=30, progress=False, max_units_in_flight=1)
+        run_explain(units, RuleLLM(), cfg)
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root, "TL_CONCEPTS_CRASH_AT": "explain.unit:2"}
+    p = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x")], env=env, capture_output=True, text=True)
+    assert p.returncode == 137, p.stderr[-2000:]
+    assert len(list((tmp_path / "x" / "units").glob("*.json"))) == 2
+    env.pop("TL_CONCEPTS_CRASH_AT")
+    for out in ("x", "y"):
+        p = subprocess.run([sys.executable, "-c", script, str(tmp_path / out)], env=env, capture_output=True,
+                           text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+
+    def strip(d):
+        return {k: v for k, v in d.items() if k not in ("seconds", "llm_usage")}
+
+    for f in sorted((tmp_path / "y" / "units").glob("*.json")):
+        assert strip(json.loads((tmp_path / "x" / "units" / f.name).read_text())) == strip(json.loads(f.read_text()))

@@ -234,16 +234,11 @@ class ExplanationResults(ResultTable, Sequence[UnitExplanation]):
         return out
 
     def verdict_counts(self) -> str:
-        """One sentence: how many explanations beat the baseline and chance (from intervals)."""
-        scored = [u for u in self.units if u.verdict and u.verdict.get("label") not in (None, "not scored")]
-        n = len(scored)
-        if not n:
-            return f"no explanation with a verdict (of {len(self.units)} units)"
-        lvl = int(round(100 * float((scored[0].verdict or {}).get("level", 0.95))))
-        base = sum(1 for u in scored if (u.verdict or {}).get("beats_baseline"))
-        chance = sum(1 for u in scored if (u.verdict or {}).get("beats_chance"))
-        return (f"{base} of {n} explanations beat the baseline at {lvl}%; "
-                f"{chance} of {n} correlate above chance at {lvl}%")
+        """One line counting paired-bootstrap verdicts, e.g. ``0 of 3 explanations beat the
+        baseline at 95%; 1 of 3 above chance`` (see :func:`~tl_concepts.explain.verdict.count_verdicts`)."""
+        from tl_concepts.explain.verdict import count_verdicts
+
+        return count_verdicts([u.verdict for u in self.units if u.raw.get("llm")])
 
     def summary(self, max_rows: int = 50) -> str:
         """A text table of the units (see :func:`tl_concepts.explain.runner.summary_table`)."""

@@ -50,10 +50,11 @@ from tl_concepts.llm.base import LLM, is_transient
 from tl_concepts.llm.ledger import Ledger, MeteredLLM
 from tl_concepts.explain.calibration import LinearCalibration
 from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
-from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n
+from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n, revise
 from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, SIMULATE_TEMPLATE
 from tl_concepts.explain.results import ExplanationResults
 from tl_concepts.explain.scoring import score
+from tl_concepts.explain.verdict import count_verdicts, verdict
 from tl_concepts.explain.simulators import AllAtOnceSimulator, JsonSimulator, Simulator
 from tl_concepts.explain.units import n_activating, split_overlaps
 from tl_concepts.atomic import write_json
@@ -104,6 +105,10 @@ class ExplainConfig:
     """Seed of bootstrap and fuzzing."""
     max_units_in_flight: int = 64
     """Units processed at once."""
+    revise: int = 0
+    """Revision rounds: show the explainer the calibration records its explanation simulated
+    worst and keep a revision only if its calibration correlation improves (test records
+    are never seen)."""
     save_simulations: bool = True
     """Keep per-record true and simulated activations in the unit files."""
     progress: bool = True
@@ -180,20 +185,10 @@ async def _evaluate(
     calibration = (LinearCalibration.fit(cal, [s.activations for s in cal_sims])
                    if cal_sims else LinearCalibration())
     calibrated = [calibration.apply(a) for a in raw]
-    kw = dict(n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-    s_all = score(test, raw, **kw)
-    s_all_cal = score(test, calibrated, **kw)
-    scores: dict[str, Any] = {
-        "all": {"correlation": s_all.correlation.to_dict(), "r_squared": s_all_cal.r_squared.to_dict(),
-                "abs_dev_explained": s_all_cal.abs_dev_explained.to_dict(),
-                "n_records": s_all.n_records, "n_tokens": s_all.n_tokens},
-    }
+    scores: dict[str, Any] = {"all": _scores(test, raw, calibrated, cfg)}
     if unit.test_random:
-        s_r = score(test[n_top:], raw[n_top:], **kw)
-        s_r_cal = score(test[n_top:], calibrated[n_top:], **kw)
-        scores["random"] = {"correlation": s_r.correlation.to_dict(), "r_squared": s_r_cal.r_squared.to_dict(),
-                            "abs_dev_explained": s_r_cal.abs_dev_explained.to_dict(),
-                            "n_records": s_r.n_records, "n_tokens": s_r.n_tokens}
+        scores["random"] = _scores(test[n_top:], raw[n_top:], calibrated[n_top:], cfg)
+    out["_test_sims"] = raw  # for the paired verdict; not written
     out["status"] = "ok"
     out["scores"] = scores
     out["calibration"] = calibration.to_dict()
@@ -201,6 +196,20 @@ async def _evaluate(
         out["simulations"] = [{"split": "test_top" if i < n_top else "test_random", "doc": r.doc,
                                "start": r.start, "tokens": r.tokens, "true": r.activations, "simulated": a}
                               for i, (r, a) in enumerate(zip(test, raw))]
+    return out
+
+
+def _scores(test: Sequence[ActivationRecord], raw: Sequence[Sequence[float]],
+            calibrated: Sequence[Sequence[float]], cfg: ExplainConfig) -> dict[str, Any]:
+    """Correlation of the raw simulation (0..10 expected values: correlation ignores the
+    scale); r-squared and absolute deviation explained (neuron-explainer's uncentred
+    definitions, and the centred variants under their own names) of the calibrated one."""
+    kw = dict(n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    s_raw, s_cal = score(test, raw, **kw), score(test, calibrated, **kw)
+    out = {"correlation": s_raw.correlation.to_dict()}
+    for name in ("rsquared", "absolute_dev_explained", "rsquared_centred", "absolute_dev_explained_centred"):
+        out[name] = getattr(s_cal, name).to_dict()
+    out.update(n_records=s_raw.n_records, n_tokens=s_raw.n_tokens)
     return out
 
 
@@ -262,6 +271,8 @@ async def explain_unit(
             expl = await best_of_n(explainer, simulator, unit, cfg.n_explanations)
         else:
             expl = (await explainer.aexplain(unit, 1))[0]
+        if cfg.revise:
+            expl = await revise(explainer, simulator, unit, expl, cfg.revise)
         return await _evaluate(expl, unit, simulator, sim_llm, cfg)
 
     async def baseline_part() -> dict[str, Any]:
@@ -271,12 +282,17 @@ async def explain_unit(
     # The baseline does not wait for the LLM explanation.
     evals = await asyncio.gather(llm_part(), *([baseline_part()] if cfg.baseline else []))
     res["llm"] = evals[0]
+    test = list(unit.test_top) + list(unit.test_random)
+    table_sims = None
     if cfg.baseline:
         res["baseline"] = evals[1]
-        test = list(unit.test_top) + list(unit.test_random)
         table = await lookup.simulator(unit).asimulate_many("", [r.tokens for r in test])
-        s = score(test, [x.activations for x in table], n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+        table_sims = [x.activations for x in table]
+        s = score(test, table_sims, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
         res["lookup_table"] = {"correlation": s.correlation.to_dict(), "n_tokens": s.n_tokens}
+    base_sims = res["baseline"].pop("_test_sims", None) if cfg.baseline else None
+    res["llm"]["verdict"] = verdict(test, res["llm"].pop("_test_sims", None), base_sims, table_sims,
+                                    n_bootstrap=cfg.n_bootstrap, seed=cfg.seed).to_dict()
     res["status"] = evals[0].get("status", "ok")
     res["seconds"] = round(time.perf_counter() - t0, 3)
     return res
@@ -637,8 +653,9 @@ def _corr(res: dict[str, Any], which: str, split: str = "all") -> float | None:
 
 def summary_table(results_or_dir: str | os.PathLike | ExplanationResults | Sequence[dict[str, Any]], *,
                   max_rows: int = 50) -> str:
-    """Text table: per unit the LLM explanation and its test correlation next to the
-    baseline's, then means over units where both were scored, and status counts.
+    """Text table: per unit the LLM explanation, its test correlation, the baseline's and the
+    lookup table's, and the paired-bootstrap verdict; then mean correlations, verdict counts
+    (from intervals, not point estimates) and status counts.
 
     Example:
         >>> print(summary_table("runs/explain-l5"))   # doctest: +SKIP
@@ -650,13 +667,15 @@ def summary_table(results_or_dir: str | os.PathLike | ExplanationResults | Seque
     else:
         results = list(results_or_dir)
     f = lambda v: "   -  " if v is None else f"{v:+.3f}"  # noqa: E731
-    lines = [f"{'unit':<28} {'status':<19} {'llm r':>7} {'rand r':>7} {'base r':>7} {'table r':>7}  explanation"]
+    lines = [f"{'unit':<28} {'status':<19} {'llm r':>7} {'rand r':>7} {'base r':>7} {'table r':>7} "
+             f"{'verdict':<16}  explanation"]
     for r in results[:max_rows]:
         expl = ((r.get("llm") or {}).get("explanation") or {}).get("text") or ""
         table = (r.get("lookup_table") or {}).get("correlation", {}).get("value")
-        lines.append(f"{str(r.get('key', r.get('unit'))):<28.28} {r.get('status', '?'):<19.19} "
+        v = ((r.get("llm") or {}).get("verdict") or {}).get("label") or "-"
+        lines.append(f"{str(r.get('id', r.get('key', r.get('unit')))):<28.28} {r.get('status', '?'):<19.19} "
                      f"{f(_corr(r, 'llm')):>7} {f(_corr(r, 'llm', 'random')):>7} {f(_corr(r, 'baseline')):>7} "
-                     f"{f(table):>7}  {expl[:60]}")
+                     f"{f(table):>7} {v:<16.16}  {expl[:60]}")
     if len(results) > max_rows:
         lines.append(f"... {len(results) - max_rows} more units")
     both = [(a, b) for a, b in ((_corr(r, "llm"), _corr(r, "baseline")) for r in results)
@@ -668,7 +687,9 @@ def summary_table(results_or_dir: str | os.PathLike | ExplanationResults | Seque
     if both:
         a = np.array(both)
         lines.append(f"units scored by both: {len(both)}; mean test correlation (top+random): "
-                     f"LLM {a[:, 0].mean():+.3f}  baseline {a[:, 1].mean():+.3f}; "
-                     f"LLM better on {int((a[:, 0] > a[:, 1]).sum())}/{len(both)}")
+                     f"LLM {a[:, 0].mean():+.3f}  baseline {a[:, 1].mean():+.3f}")
+    verdicts = [(r.get("llm") or {}).get("verdict") for r in results if r.get("llm")]
+    if verdicts:
+        lines.append(count_verdicts(verdicts))
     lines.append("status: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return "\n".join(lines)
