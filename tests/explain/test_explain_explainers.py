@@ -97,3 +97,28 @@ def test_detection_counts_failures_instead_of_scoring_them():
     s = asyncio.run(DetectionScorer(RuleLLM(fail_distributions=True)).ascore("days of the week", unit))
     assert s.n_failed == len(unit.test_top) + len(unit.test_random)
     assert s.n_positive == 0 and math.isnan(s.auroc)
+
+
+def test_a_cut_answer_keeps_only_a_whole_first_sentence():
+    import asyncio
+
+    from tl_concepts.explain.explainers import LLMExplainer
+    from tl_concepts.llm.base import LLM, ChatResult, Failure
+
+    class Cut(LLM):
+        def __init__(self, raw):
+            self.raw = raw
+
+        async def achat(self, messages, **kw):
+            return ChatResult(None, failure=Failure("truncated", "cut at max_tokens", raw=self.raw))
+
+        async def anext_token_distributions(self, *a, **kw):
+            raise AssertionError
+
+    unit = planted_unit("weekday", seed=1)
+    ok = asyncio.run(LLMExplainer(Cut("days of the week. It also fires on dat")).aexplain(unit))[0]
+    assert ok.ok and ok.text == "days of the week"
+    line = asyncio.run(LLMExplainer(Cut("month names\nand then som")).aexplain(unit))[0]
+    assert line.ok and line.text == "month names"
+    cut = asyncio.run(LLMExplainer(Cut("days of the we")).aexplain(unit))[0]
+    assert not cut.ok and cut.failure.kind == "truncated" and cut.raw == "days of the we"

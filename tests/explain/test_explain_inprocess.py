@@ -63,7 +63,7 @@ def test_explainer_and_runner_on_inprocess(smollm2, tmp_path):
             del r.tokens[8:], r.activations[8:]
     cfg = ExplainConfig(out_dir=str(tmp_path / "run"), n_bootstrap=10, progress=False, detection=False,
                         fuzzing=False, min_activating=1, few_shot=False,
-                        explain_max_tokens=12)
+                        explain_max_tokens=48)
     res = run_explain([unit], smollm2, cfg)
     r = res[0].raw
     assert r["status"] == "ok", r

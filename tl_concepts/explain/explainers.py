@@ -156,17 +156,36 @@ class LLMExplainer(Explainer):
         msgs = explanation_messages(recs, _display_max(unit, recs), few_shot=self.few_shot)
         r = await self.llm.achat(msgs, temperature=temperature, max_tokens=self.max_tokens, stage=self.stage)
         model = r.model or getattr(self.llm, "model", "")
+        answer = r.text
         if not r.ok:
-            return Explanation(None, self.name, EXPLAIN_TEMPLATE.id, model=model, failure=r.failure)
-        text = parse_explanation(r.text)
+            answer = _whole_part(r)
+            if answer is None:
+                return Explanation(None, self.name, EXPLAIN_TEMPLATE.id, model=model,
+                                   raw=r.failure.raw if r.failure else None, failure=r.failure)
+        text = parse_explanation(answer)
         if text is None:
             return Explanation(None, self.name, EXPLAIN_TEMPLATE.id, model=model, raw=r.text,
                                failure=Failure("unparseable", "empty explanation", raw=r.text))
-        return Explanation(text, self.name, EXPLAIN_TEMPLATE.id, model=model, raw=r.text)
+        return Explanation(text, self.name, EXPLAIN_TEMPLATE.id, model=model, raw=answer)
 
     async def aexplain(self, unit: UnitRecords, n: int = 1) -> list[Explanation]:
         temp = self.temperature if n == 1 or self.temperature > 0 else 1.0
         return list(await asyncio.gather(*(self._one(unit, temp) for _ in range(n))))
+
+
+def _whole_part(r: Any) -> str | None:
+    """From an answer cut at max_tokens (``truncated``), the part that had already ended: its
+    first line, else its first sentence (up to ". "). That part is the explanation and only
+    text after it was cut. None (a failure) when the cut fell inside the first sentence."""
+    f = r.failure
+    if f is None or f.kind != "truncated" or not f.raw:
+        return None
+    raw = f.raw.strip()
+    if "\n" in raw:
+        return raw.split("\n", 1)[0]
+    if ". " in raw:
+        return raw.split(". ", 1)[0]
+    return None
 
 
 async def best_of_n(
