@@ -52,6 +52,17 @@ def test_labels_chance_and_not_above_chance():
     assert bad.correlation.low < 0
 
 
+def test_beating_a_baseline_below_chance_is_not_a_win():
+    rng = np.random.default_rng(5)
+    t = _records(rng, n=15)
+    weak = [rng.normal(size=x.size) for x in t]               # chance
+    anti = [-x for x in t]                                    # far below chance
+    v = verdict(t, weak, anti, n_bootstrap=300)
+    assert v.beats_baseline and not v.beats_chance
+    assert v.label == "not above chance"
+    assert count_verdicts([v]) == "0 of 1 explanations beat the baseline at 95%; 0 of 1 above chance"
+
+
 def test_constant_baseline_counts_as_zero_and_table_delta():
     rng = np.random.default_rng(2)
     t = _records(rng)

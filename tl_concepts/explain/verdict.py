@@ -15,7 +15,8 @@ A simulation that is constant on a resample predicts nothing: its correlation co
 in the differences (a resample where the truth itself is constant is dropped).
 
 Labels, in order: ``not scored`` (no LLM simulation, or too few records for an interval),
-``beats baseline``, ``above chance``, ``not above chance``.
+``beats baseline`` (beats the baseline *and* chance: beating a baseline that is itself
+below chance is no achievement), ``above chance``, ``not above chance``.
 
 Example:
     >>> v = verdict([[0, 5, 0], [0, 0, 9], [1, 0, 0]], [[0, 4, 0], [0, 0, 8], [1, 0, 0]],
@@ -171,15 +172,17 @@ def verdict(
     if math.isnan(corr.value):
         label, reason = "not scored", "the true test activations are constant: correlation is undefined"
     else:
-        label = "beats baseline" if beats_baseline else "above chance" if beats_chance else "not above chance"
+        label = ("beats baseline" if beats_baseline and beats_chance else
+                 "above chance" if beats_chance else "not above chance")
         reason = ""
     return Verdict(label, beats_chance, beats_baseline, corr, d_base, d_table, level, len(ts), n_bootstrap, reason)
 
 
 def count_verdicts(verdicts: Sequence[Verdict | dict[str, Any] | None]) -> str:
     """One line counting verdicts, e.g. ``0 of 3 explanations beat the baseline at 95%;
-    1 of 3 above chance`` (``above chance`` counts every explanation whose correlation
-    interval lies above 0, those beating the baseline included; ``; 1 not scored`` is
+    1 of 3 above chance`` (the first count is the label ``beats baseline``; ``above
+    chance`` counts every explanation whose correlation interval lies above 0, those
+    beating the baseline included; ``; 1 not scored`` is
     added when some are not scored). Accepts :class:`Verdict`, their dicts, or None
     (not scored).
 
@@ -192,7 +195,7 @@ def count_verdicts(verdicts: Sequence[Verdict | dict[str, Any] | None]) -> str:
     if not n:
         return "no explanations to count"
     level = next((v.level for v in vs if v is not None), 0.95)
-    beat = sum(1 for v in vs if v is not None and v.beats_baseline)
+    beat = sum(1 for v in vs if v is not None and v.label == "beats baseline")
     chance = sum(1 for v in vs if v is not None and v.beats_chance)
     unscored = sum(1 for v in vs if v is None or v.label == "not scored")
     pct = f"{100 * level:g}%"
