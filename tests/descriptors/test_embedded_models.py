@@ -42,8 +42,8 @@ def test_in_process_smollm_answers_are_records():
         pytest.skip(f"in-process backend unavailable: {e}")
     recs = generate_descriptors({0: "Heavy rain flooded the streets of Sydney on Monday."}, llm, progress=False)
     r = recs[0]
-    assert r.backend == "in-process" and r.template_version == "v1"
-    assert r.status in ("ok", "unparseable", "refusal")
+    assert r.backend == "in-process" and r.template_version == "v2"
+    assert r.status in ("ok", "unparseable", "refusal", "truncated")
     if r.ok:
         assert 1 <= len(r.descriptors) <= 6 and all(d == d.lower() and d.strip() for d in r.descriptors)
     else:
