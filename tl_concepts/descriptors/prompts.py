@@ -66,8 +66,9 @@ class DescriptorTemplate:
     """Descriptors kept per sentence (extra ones are dropped)."""
     max_words: int = 5
     """Longer items are not descriptors and are dropped."""
-    max_tokens: int = 80
-    """Completion budget."""
+    max_tokens: int = 64
+    """Completion budget (five descriptors of three words fit in about 35 tokens; a small model
+    that loops on one item is cut here and its answer recorded as ``truncated``)."""
 
     def render(self, sentence: str) -> list[Message]:
         """Chat messages for one sentence."""

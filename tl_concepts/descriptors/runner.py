@@ -108,7 +108,7 @@ class DescriptorsConfig:
             >>> DescriptorsConfig.small("runs/x/store", "blocks.3.mlp.hook_post", "runs/x/descriptors").top_k
             4
         """
-        base = dict(max_sentences=48, batch_size=8, top_k=4, min_support=2, min_entry_sentences=2)
+        base = dict(max_sentences=48, batch_size=16, top_k=4, min_support=2, min_entry_sentences=2)
         return cls(store=store, hook=hook, out=out, **{**base, **overrides})
 
     def check(self) -> None:
