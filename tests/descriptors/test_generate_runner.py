@@ -257,6 +257,11 @@ def test_bad_input_fails_before_any_request(store, tmp_path):
         with pytest.raises(CorpusTooSmallError, match="2 x top_k=1000"):
             run_descriptors(DescriptorsConfig(store=str(store.path), hook=HOOK, out=str(tmp_path / "o"),
                                               top_k=1000), llm=llm_for(srv), progress=False)
+        bad_gold = tmp_path / "gold.json"
+        bad_gold.write_text('{"0": "finance"}')
+        with pytest.raises(InputError, match="must be JSON"):
+            run_descriptors(DescriptorsConfig(store=str(store.path), hook=HOOK, out=str(tmp_path / "o"), top_k=2,
+                                              gold=str(bad_gold)), llm=llm_for(srv), progress=False)
         with pytest.raises(InputError, match="not a tl-concepts store"):
             run_descriptors(DescriptorsConfig(store=str(tmp_path / "none"), hook=HOOK, out=str(tmp_path / "o")),
                             llm=llm_for(srv), progress=False)

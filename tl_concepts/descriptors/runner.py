@@ -147,17 +147,26 @@ def mapping_rows(m: NeuronDescriptorMap, vocab: Vocabulary, half: str, hook: str
     return rows
 
 
-def _gold_entries(path: str, vocab: Vocabulary) -> dict[int, set[int]]:
-    from .prompts import normalise
-
+def read_gold(path: str) -> dict[int, list[str]]:
+    """A labelled subset ``{neuron: [descriptor, ...]}`` (checked before any LLM work)."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        items = [(int(n), list(ds)) for n, ds in raw.items()]
+        gold = {int(n): [str(d) for d in ds] for n, ds in raw.items() if not isinstance(ds, str)}
+        if len(gold) != len(raw):
+            raise ValueError("a value is not a list")
     except (OSError, ValueError, AttributeError, TypeError) as e:
-        raise InputError(f"gold descriptor file {path} must be JSON {{neuron: [descriptor, ...]}}: {e}") from None
+        raise InputError(f"gold descriptor file {path} must be JSON {{neuron: [descriptor, ...]}} ({e})") from None
+    if not any(gold.values()):
+        raise InputError(f"gold descriptor file {path} gives no descriptor for any neuron")
+    return gold
+
+
+def _gold_entries(gold: dict[int, list[str]], vocab: Vocabulary) -> dict[int, set[int]]:
+    from .prompts import normalise
+
     out: dict[int, set[int]] = {}
     unknown = []
-    for n, ds in items:
+    for n, ds in gold.items():
         ids = set()
         for d in ds:
             v = vocab.cluster_of.get(normalise(d))
@@ -224,6 +233,7 @@ async def arun_descriptors(cfg: DescriptorsConfig, *, llm: Any = None, embed: Em
             f"needs at least {2 * cfg.top_k} (2 x top_k={cfg.top_k}) sentences with descriptors; "
             "give a larger corpus or lower top_k")
     sentences = {int(s): texts[int(s)] for s in ids}
+    gold = read_gold(cfg.gold) if cfg.gold else None
     if llm is None:
         from tl_concepts.llm import get_llm
 
@@ -264,8 +274,8 @@ async def arun_descriptors(cfg: DescriptorsConfig, *, llm: Any = None, embed: Em
             cal, val, _ = describe_neurons(records, acts, vocab, cfg, row_of_sentence=row_of)
             cal_map, val_map = cal.all_descriptors(), val.all_descriptors()
             metrics.update(neurons_mapped=len(cal_map), jaccard=jaccard_stability(cal_map, val_map))
-            if cfg.gold:
-                p, r = precision_recall_at_k(cal_map, _gold_entries(cfg.gold, vocab), cfg.k)
+            if gold:
+                p, r = precision_recall_at_k(cal_map, _gold_entries(gold, vocab), cfg.k)
                 metrics.update(precision_at_k=p, recall_at_k=r)
             mapping = (mapping_rows(cal, vocab, "calibration", cfg.hook)
                        + mapping_rows(val, vocab, "validation", cfg.hook))
