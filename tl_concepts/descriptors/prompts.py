@@ -66,8 +66,8 @@ class DescriptorTemplate:
     """Descriptors kept per sentence (extra ones are dropped)."""
     max_words: int = 5
     """Longer items are not descriptors and are dropped."""
-    max_tokens: int = 64
-    """Completion budget (five descriptors of three words fit in about 35 tokens; a small model
+    max_tokens: int = 48
+    """Completion budget (three descriptors of three words fit in about 20 tokens; a small model
     that loops on one item is cut here and its answer recorded as ``truncated``)."""
 
     def render(self, sentence: str) -> list[Message]:
@@ -121,13 +121,14 @@ class DescriptorTemplate:
 
 TEMPLATE = DescriptorTemplate(
     name="descriptors",
-    version="v2",  # v2: an answer cut off inside its list is a failure (v1 kept the complete items)
+    version="v2",  # v2: exactly three descriptors (small models loop less); a cut-off list is a failure
     system=("You tag sentences with descriptors: short noun phrases of one to three words that name "
             "what a sentence is about or what it expresses (its topic, the kind of entities it "
-            "mentions, its sentiment, its style). Give two to five descriptors, general enough to be "
-            "shared by other sentences. Answer with a JSON list of strings and nothing else."),
+            "mentions, its sentiment, its style). Give exactly three different descriptors, general "
+            "enough to be shared by other sentences. Answer with a JSON list of three strings and "
+            "nothing else."),
     example_sentence="The battery died after two days and nobody from support answered my emails.",
-    example_answer=["battery life", "customer support", "complaint", "negative sentiment"],
+    example_answer=["battery life", "customer support", "complaint"],
 )
 """The default template (``descriptors`` v2)."""
 

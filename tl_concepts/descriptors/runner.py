@@ -98,7 +98,7 @@ class DescriptorsConfig:
 
     @classmethod
     def small(cls, store: str, hook: str, out: str, **overrides: Any) -> "DescriptorsConfig":
-        """Settings for the main job: the first 48 sentences, 4 exemplars per neuron and half.
+        """Settings for the main job: the first 32 sentences, 3 exemplars per neuron and half.
 
         Measured: about a minute with the in-process SmolLM2-135M on 2 CPU cores for a MiniLM
         store of the Lee corpus (see the report of ``tl-concepts run``). ``overrides`` replace
@@ -106,9 +106,9 @@ class DescriptorsConfig:
 
         Example:
             >>> DescriptorsConfig.small("runs/x/store", "blocks.3.mlp.hook_post", "runs/x/descriptors").top_k
-            4
+            3
         """
-        base = dict(max_sentences=48, batch_size=16, top_k=4, min_support=2, min_entry_sentences=2)
+        base = dict(max_sentences=32, batch_size=16, top_k=3, min_support=2, min_entry_sentences=2)
         return cls(store=store, hook=hook, out=out, **{**base, **overrides})
 
     def check(self) -> None:
