@@ -306,3 +306,20 @@ def test_kill_mid_descriptors_then_rerun_equals_an_uninterrupted_run(store, tmp_
     assert resumed.sentences.to_list() == fresh.sentences.to_list()
     assert resumed.vocabulary.to_list() == fresh.vocabulary.to_list()
     assert json.dumps(resumed.metrics) == json.dumps(fresh.metrics)
+
+
+def test_stage_runs_inside_a_notebook_loop_and_awaited(store, tmp_path):
+    from tl_concepts.descriptors import arun_descriptors
+
+    cfg = DescriptorsConfig(store=str(store.path), hook=HOOK, out=str(tmp_path / "o"), top_k=3, min_support=2)
+    with OpenAIStandin(api_key="sk-test") as srv:
+        srv.responder = respond
+
+        async def cell():
+            sync = run_descriptors(cfg, llm=llm_for(srv), embed=hash_embed, progress=False)  # blocking call
+            awaited = await arun_descriptors(cfg, llm=llm_for(srv), embed=hash_embed, progress=False)
+            return sync, awaited
+
+        sync, awaited = asyncio.run(cell())
+        assert len(srv.posts("/chat/completions")) == distinct(store)  # the second call resumed
+    assert sync.rows() == awaited.rows() and not sync.empty

@@ -205,9 +205,10 @@ async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: st
             if errors:  # a fatal LLM error (or a bug) stops the stage; finished answers are saved
                 raise next((e for e in errors if isinstance(e, LLMError)), errors[0])
             crashpoint("descriptors.batch")
-            bar.update(sum(1 for s in sentences if keys[s] in {r.key for r in batch}))
-            n_ok = sum(r.ok for r in done.values())
-            bar.set_postfix(ok=n_ok, failed=len(done) - n_ok)
+            answered = {r.key for r in batch}
+            bar.update(sum(1 for s in sentences if keys[s] in answered))
+            n_ok = sum(1 for r in batch if r.ok)
+            bar.set_postfix(batch_ok=n_ok, batch_failed=len(batch) - n_ok)
     finally:
         bar.close()
     return [dataclasses.replace(done[keys[s]], sentence=int(s), text=sentences[s]) for s in sentences]
