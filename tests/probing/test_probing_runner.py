@@ -178,6 +178,12 @@ def test_bad_input_is_a_clear_error(store, tmp_path):
     p.write_text("word_id\tlabel\n999999\tx\n")
     with pytest.raises(ProbingInputError, match="not words of this store"):
         load_labelled(store, HOOK, str(p))
+    p.write_text("word_id\tlabel\n3\tx\nseven\ty\n")
+    with pytest.raises(ProbingInputError, match="line 3: word_id 'seven' is not a whole number"):
+        load_labelled(store, HOOK, str(p))
+    p.write_text("id,tag\n3,x\n")
+    with pytest.raises(ProbingInputError, match="needs a header with columns word_id and label; got id,tag"):
+        load_labelled(store, HOOK, str(p))
     with pytest.raises(InputError, match=r"no label of .* has 10000 or more rows \(the largest has \d+\)"):
         run_probes(ProbeConfig(store=str(store.path), hook=HOOK, labels=src, min_size=10_000), progress=False)
     with pytest.raises(InputError, match="hook blocks.7.hook_resid_post was not captured"):

@@ -76,9 +76,13 @@ def _read_user_labels(path: Path) -> dict[int, str]:
     with path.open(newline="", encoding="utf-8") as f:
         rd = csv.DictReader(f, delimiter=delim)
         if not rd.fieldnames or not {"word_id", "label"} <= set(rd.fieldnames):
-            raise ProbingInputError(f"{path} needs a header with columns word_id and label; got {rd.fieldnames}")
-        for row in rd:
-            out[int(row["word_id"])] = str(row["label"])
+            got = ", ".join(rd.fieldnames or []) or "no header"
+            raise ProbingInputError(f"{path} needs a header with columns word_id and label; got {got}")
+        for n, row in enumerate(rd, start=2):
+            try:
+                out[int(row["word_id"])] = str(row["label"])
+            except (TypeError, ValueError):
+                raise ProbingInputError(f"{path} line {n}: word_id {row['word_id']!r} is not a whole number") from None
     return out
 
 
@@ -140,7 +144,7 @@ def load_labelled(store: Any, hook: str, source: str, *, agg: str = "mean", k: i
     keep = np.isfinite(lw.x).all(axis=1)
     if not keep.all() and lw.concepts is not None:
         raise ProbingInputError(f"{int((~keep).sum())} concept points have no captured representation at {hook}; "
-                                "rebuild the concept set from this store (concepts.from_store drops them)")
+                                "rebuild the concept set from this store (tl-concepts concepts leaves such words out)")
     if not keep.all():  # words without captured tokens (a capture cut short by its window)
         idx = np.flatnonzero(keep)
         lw.x = lw.x[idx]
