@@ -304,6 +304,12 @@ def test_kill_mid_descriptors_then_rerun_equals_an_uninterrupted_run(store, tmp_
                                 embed=hash_embed, progress=False)
     assert resumed.rows() == fresh.rows()
     assert resumed.sentences.to_list() == fresh.sentences.to_list()
+    from tl_concepts.atomic import folder_lock
+    from tl_concepts.errors import FolderLockedError
+
+    with folder_lock(tmp_path / "fresh"), pytest.raises(FolderLockedError):
+        run_descriptors(DescriptorsConfig(out=str(tmp_path / "fresh"), **cfg), llm=object(), embed=hash_embed,
+                        progress=False)
     assert resumed.vocabulary.to_list() == fresh.vocabulary.to_list()
     assert json.dumps(resumed.metrics) == json.dumps(fresh.metrics)
 

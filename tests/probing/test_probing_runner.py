@@ -153,6 +153,12 @@ def test_rank_saves_each_ranking_and_resumes_after_a_kill(store, tmp_path, monke
     Path(src).write_text("\n".join(lines[:-3]) + "\n")  # three labelled words fewer
     run_rankings(RankConfig(out=str(tmp_path / "crashed"), **cfg), progress=False)
     assert len(calls) == 8
+    # a second writer of the same folder is refused
+    from tl_concepts.atomic import folder_lock
+    from tl_concepts.errors import FolderLockedError
+
+    with folder_lock(tmp_path / "crashed"), pytest.raises(FolderLockedError, match="being written by"):
+        run_rankings(RankConfig(out=str(tmp_path / "crashed"), **cfg), progress=False)
 
 
 def test_rankings_with_concepts_give_alignment(store, tmp_path):

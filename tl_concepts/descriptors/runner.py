@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from tl_concepts._sync import run_sync
+from tl_concepts.atomic import folder_lock
 from tl_concepts.errors import ConfigError, InputError
 from tl_concepts.ids import unit_id
 
@@ -217,8 +218,6 @@ def _failed_counts(records: list[SentenceDescriptors]) -> dict[str, int]:
 async def arun_descriptors(cfg: DescriptorsConfig, *, llm: Any = None, embed: Embedder | None = None,
                            progress: bool = True) -> Descriptors:
     """Awaitable :func:`run_descriptors` (for code already inside an event loop)."""
-    from tl_concepts.probing.labels import store_fingerprint
-
     cfg.check()
     tpl = TEMPLATES[cfg.template]
     out = Path(cfg.out)
@@ -234,11 +233,20 @@ async def arun_descriptors(cfg: DescriptorsConfig, *, llm: Any = None, embed: Em
             "give a larger corpus or lower top_k")
     sentences = {int(s): texts[int(s)] for s in ids}
     gold = read_gold(cfg.gold) if cfg.gold else None
-    if llm is None:
+    if llm is None:  # built here, not before the checks above
         from tl_concepts.llm import get_llm
 
         llm = get_llm(cfg.llm)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "these descriptors"):  # a second writer of the folder is refused
+        return await _generate_and_map(cfg, tpl, store, ids, acts, sentences, gold, llm, embed, progress)
+
+
+async def _generate_and_map(cfg: DescriptorsConfig, tpl: Any, store: Any, ids: np.ndarray, acts: np.ndarray,
+                            sentences: dict[int, str], gold: dict[int, list[str]] | None, llm: Any,
+                            embed: Embedder | None, progress: bool) -> Descriptors:
+    from tl_concepts.probing.labels import store_fingerprint
+
+    out = Path(cfg.out)
     records = await agenerate_descriptors(sentences, llm, out / "sentences.jsonl", template=tpl,
                                           batch_size=cfg.batch_size, temperature=cfg.temperature,
                                           retry_failed=cfg.retry_failed, progress=progress)

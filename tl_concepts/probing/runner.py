@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from tl_concepts.atomic import write_json
+from tl_concepts.atomic import folder_lock, write_json
 from tl_concepts.crash import crashpoint
 from tl_concepts.errors import ConfigError
 from tl_concepts.fingerprint import fingerprint
@@ -274,6 +274,12 @@ def run_rankings(cfg: RankConfig, *, labelled: LabelledWords | None = None, prog
     lw, store_fp = _load(cfg, labelled)
     kept = _kept(lw, cfg.min_size, cfg.max_labels)
     out_dir = _out_dir(cfg)
+    with folder_lock(out_dir, "these rankings"):  # a second writer of the folder is refused
+        return _rank_all(cfg, lw, kept, store_fp, out_dir, progress)
+
+
+def _rank_all(cfg: RankConfig, lw: LabelledWords, kept: list[str], store_fp: str, out_dir: Path,
+              progress: bool) -> Rankings:
     parts = out_dir / "rankings.parts"
     data_fp = fingerprint({"x": lw.x, "labels": lw.labels})
     labels = np.asarray(lw.labels, dtype=object)
