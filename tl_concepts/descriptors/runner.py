@@ -115,7 +115,8 @@ class DescriptorsConfig:
     def check(self) -> None:
         """Raise :class:`~tl_concepts.errors.ConfigError` for settings no run can use."""
         if self.template not in TEMPLATES:
-            raise ConfigError(f"unknown descriptor template {self.template!r}; choose one of {', '.join(sorted(TEMPLATES))}")
+            raise ConfigError(f"unknown descriptor template {self.template!r}; "
+                              f"choose one of {', '.join(sorted(TEMPLATES))}")
         for name, v, lo in (("top-k", self.top_k, 1), ("batch-size", self.batch_size, 1), ("k", self.k, 1),
                             ("min-support", self.min_support, 1)):
             if v < lo:
@@ -230,7 +231,7 @@ async def arun_descriptors(cfg: DescriptorsConfig, *, llm: Any = None, embed: Em
         raise CorpusTooSmallError(
             f"the store has {len(ids)} sentences with tokens at {cfg.hook}; the calibration/validation split "
             f"needs at least {2 * cfg.top_k} (2 x top_k={cfg.top_k}) sentences with descriptors; "
-            "give a larger corpus or lower top_k")
+            "give a larger corpus or a lower --top-k")
     sentences = {int(s): texts[int(s)] for s in ids}
     gold = read_gold(cfg.gold) if cfg.gold else None
     if llm is None:  # built here, not before the checks above
@@ -266,7 +267,8 @@ async def _generate_and_map(cfg: DescriptorsConfig, tpl: Any, store: Any, ids: n
                    f"{', '.join(f'{k} {v}' for k, v in failed.items())}); see sentences.parquet for the reasons")
     elif len(ok) // 2 < cfg.top_k:
         message = (f"only {len(ok)} of {len(records)} sentences got descriptors; the calibration/validation split "
-                   f"needs at least {2 * cfg.top_k} (2 x top_k={cfg.top_k}); use more sentences or a lower top_k")
+                   f"needs at least {2 * cfg.top_k} (2 x top_k={cfg.top_k}); use more sentences (--max-sentences) "
+                   "or a lower --top-k")
     else:
         if embed is None:
             embed = MiniLMEmbedder()
