@@ -42,8 +42,8 @@ def test_in_process_smollm_answers_are_records():
         pytest.skip(f"in-process backend unavailable: {e}")
     recs = generate_descriptors({0: "Heavy rain flooded the streets of Sydney on Monday."}, llm, progress=False)
     r = recs[0]
-    assert r.backend == "in-process" and r.template_version == "v1"
-    assert r.status in ("ok", "unparseable", "refusal")
+    assert r.backend == "in-process" and r.template_version == "v2"
+    assert r.status in ("ok", "unparseable", "refusal", "truncated")
     if r.ok:
         assert 1 <= len(r.descriptors) <= 6 and all(d == d.lower() and d.strip() for d in r.descriptors)
     else:
@@ -81,3 +81,25 @@ def test_cli_descriptors_with_minilm(tiny_bridge, tmp_path, capsys, embedder, mo
     out = capsys.readouterr().out
     assert "vocabulary entries: 3" in out and "Jaccard" in out
     assert (tmp_path / "d" / "mapping.parquet").exists()
+
+
+def test_small_preset_with_the_embedded_models(tiny_bridge, tmp_path, embedder):
+    """The main job's settings, end to end on SmolLM2 + MiniLM: a typed result, never a crash."""
+    from tiny_models import TEXTS
+    from tl_concepts.capture import capture
+    from tl_concepts.descriptors import MAPPING_COLUMNS, Descriptors, DescriptorsConfig, run_descriptors
+    from tl_concepts.llm import get_llm
+    from tl_concepts.llm.ledger import Ledger
+
+    store = capture(tiny_bridge, TEXTS * 4, ["blocks.0.mlp.hook_post"], tmp_path / "run", context_tokens=32,
+                    progress=False)
+    llm = get_llm("in-process", cache=False, ledger=Ledger())
+    cfg = DescriptorsConfig.small(str(store.path), "blocks.0.mlp.hook_post", str(tmp_path / "d"))
+    res = run_descriptors(cfg, llm=llm, embed=embedder, progress=False)
+    n = min(32, len(store.sentence_texts()))
+    assert res.metrics["sentences"] == n == len(res.sentences)
+    assert set(res.sentences["status"]) <= {"ok", "unparseable", "refusal", "truncated"}
+    assert res.metrics["ok"] == sum(s == "ok" for s in res.sentences["status"])
+    assert list(res.to_pandas().columns) == [c for c, _, _ in MAPPING_COLUMNS]
+    assert res.empty == bool(res.message)
+    assert Descriptors.load(tmp_path / "d").rows() == res.rows()

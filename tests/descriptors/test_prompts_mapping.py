@@ -11,7 +11,6 @@ from tl_concepts.descriptors import (TEMPLATE, CorpusTooSmallError, build_vocabu
     ("- sports\n- football match\n", ["sports", "football match"]),
     ("1. politics\n2) elections", ["politics", "elections"]),
     ("finance, interest rates, banks", ["finance", "interest rates", "banks"]),
-    ('["heavy rain", "severe weather", "severe", "heavy rain", "alar', ["heavy rain", "severe weather", "severe"]),
 ])
 def test_parse_accepts_lists(answer, expected):
     p = TEMPLATE.parse(answer)
@@ -24,6 +23,9 @@ def test_parse_accepts_lists(answer, expected):
     ("[1, 2, 3]", "unparseable"),
     ('["this is a whole sentence rather than a short descriptor phrase"]', "unparseable"),
     ("I'm sorry, I cannot help with that.", "refusal"),
+    ('["heavy rain", "severe weather", "severe", "heavy rain", "alar', "truncated"),
+    ('["war", "fin', "truncated"),
+    ('Sure: ["war",\n"finance",\n"mark', "truncated"),
 ])
 def test_parse_failures_are_failures(answer, status):
     p = TEMPLATE.parse(answer)
@@ -35,7 +37,7 @@ def test_prompt_is_one_shot_and_versioned():
     assert [m.role for m in msgs] == ["system", "user", "assistant", "user"]
     assert TEMPLATE.parse(msgs[2].content).descriptors == TEMPLATE.example_answer
     assert '"Rain fell on Sydney."' in msgs[3].content
-    assert (TEMPLATE.name, TEMPLATE.version) == ("descriptors", "v1")
+    assert (TEMPLATE.name, TEMPLATE.version) == ("descriptors", "v2")
 
 
 def _synthetic(n=400, d=12, seed=0):

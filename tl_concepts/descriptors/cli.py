@@ -29,7 +29,7 @@ def add_descriptors_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--out", required=True, help="output directory (a rerun resumes from it)")
     p.add_argument("--llm", default=None, help="LLM spec for tl_concepts.llm.get_llm (default: $TL_CONCEPTS_LLM or in-process)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --llm openai:MODEL")
-    p.add_argument("--template", choices=sorted(TEMPLATES), default="descriptors")
+    p.add_argument("--template", choices=sorted(TEMPLATES), default="descriptors", help="prompt template")
     p.add_argument("--max-sentences", type=int, default=None, help="only the first N sentences")
     p.add_argument("--batch-size", type=int, default=16, help="concurrent LLM requests (default 16)")
     p.add_argument("--distance-threshold", type=float, default=0.3, help="cosine distance cut of the clustering")
@@ -39,7 +39,10 @@ def add_descriptors_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--min-support", type=int, default=3, help="min sentences per descriptor and half (default 3)")
     p.add_argument("--gold", default=None, help="JSON {neuron: [descriptor, ...]} for precision/recall@k")
     p.add_argument("--k", type=int, default=2, help="k of precision/recall@k (default 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/validation split")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also ask again for sentences whose answer failed for a permanent reason (unparseable, "
+                        "refusal, truncated); transient failures are always asked again")
     p.add_argument("--no-progress", action="store_true", help="hide progress output")
     p.set_defaults(func=cmd_descriptors)
     return p
@@ -53,13 +56,13 @@ def cmd_descriptors(args: argparse.Namespace) -> int:
                             max_sentences=args.max_sentences, batch_size=args.batch_size,
                             distance_threshold=args.distance_threshold, top_k=args.top_k,
                             composition_threshold=args.composition_threshold, min_lift=args.min_lift,
-                            min_support=args.min_support, seed=args.seed, gold=args.gold, k=args.k)
-    llm = None
-    if args.base_url:
-        from tl_concepts.llm import get_llm
+                            min_support=args.min_support, seed=args.seed, gold=args.gold, k=args.k,
+                            retry_failed=args.retry_failed)
+    cfg.check()  # bad settings fail before the LLM is set up
+    from tl_concepts.llm import get_llm
 
-        llm = get_llm(args.llm, base_url=args.base_url)
+    llm = get_llm(args.llm, **({"base_url": args.base_url} if args.base_url else {}))
     res = run_descriptors(cfg, llm=llm, progress=not args.no_progress)
     print(summary_table(res))
-    print(f"written to {args.out}")
+    print(f"written to {args.out}")  # a CLI: printing is its job
     return 0

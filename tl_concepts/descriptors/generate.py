@@ -1,13 +1,27 @@
-"""Ask an LLM for the descriptors of every sentence; resumable, one record per sentence.
+"""Ask an LLM for the descriptors of every sentence; resumable, healing, one record per answer.
 
-Answers are appended to a JSON-lines file as they arrive (flushed and fsynced per
-batch), so an interrupted run loses at most one batch and a rerun asks only for the
-sentences without a final answer. Transport failures (``error``, ``retries_exhausted``)
-are retried on a rerun; ``unparseable`` and ``refusal`` answers are final and kept with
-their raw text. A torn last line (a crash mid-write) is ignored on reading.
+Every answer is keyed by a fingerprint of what produced it (:func:`sentence_key`): the
+sentence text, the prompt template (name and version), the LLM's identity
+(``llm.cache_identity()``: backend, model, endpoint, weights) and the sampling settings
+(temperature, max_tokens). A rerun reuses a record only when its key matches, so a changed
+sentence, template or LLM means a new request, never a stale answer.
+
+Answers are appended to a JSON-lines file batch by batch (flushed and fsynced), so an
+interrupted run loses at most the batch in flight. On a rerun:
+
+* ``ok`` records are reused;
+* transient failures (:func:`tl_concepts.llm.base.is_transient`: retries exhausted on
+  5xx / 429 / timeouts) are asked again by themselves;
+* permanent failures (``unparseable``, ``refusal``, ``truncated``, ``content_filter``, ...)
+  are kept with their reason and raw text, unless ``retry_failed=True``.
+
+A truncated completion (the answer hit max_tokens) is a failure, never a shortened list. A
+fatal LLM error (wrong key, unknown model, unreachable endpoint:
+:class:`tl_concepts.errors.LLMError`) stops the stage after saving the batch's finished
+answers. A torn last line (a crash mid-write) is ignored on reading.
 
 Record fields: ``sentence`` (global id), ``text``, ``status``, ``descriptors`` (list),
-``raw``, ``message``, ``model``, ``backend``, ``template``, ``template_version``.
+``raw``, ``message``, ``model``, ``backend``, ``template``, ``template_version``, ``key``.
 
 Example:
     >>> from tl_concepts.llm import get_llm                                      # doctest: +SKIP
@@ -17,7 +31,9 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,12 +41,15 @@ from typing import Any, Mapping
 
 from tqdm.auto import tqdm
 
-from tl_concepts.llm.base import LLM, ChatResult
+from tl_concepts._sync import run_sync
+from tl_concepts.crash import crashpoint
+from tl_concepts.errors import LLMError
+from tl_concepts.fingerprint import fingerprint
+from tl_concepts.llm.base import LLM, ChatResult, is_transient
 
 from .prompts import TEMPLATE, DescriptorTemplate
 
-RETRY_STATUSES = frozenset({"error", "retries_exhausted"})
-"""Statuses asked again on a rerun."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,8 +61,8 @@ class SentenceDescriptors:
     text: str
     """Sentence text."""
     status: str
-    """``ok``, ``unparseable``, ``refusal``, ``content_filter``, ``context_overflow``,
-    ``retries_exhausted`` or ``error``."""
+    """``ok``, or why there are no descriptors: ``unparseable``, ``refusal``, ``truncated``,
+    ``content_filter``, ``context_overflow``, ``retries_exhausted``, ``transient`` or ``error``."""
     descriptors: list[str] = field(default_factory=list)
     """Normalised descriptors ([] unless ``ok``)."""
     raw: str | None = None
@@ -58,29 +77,56 @@ class SentenceDescriptors:
     """Prompt template name."""
     template_version: str = TEMPLATE.version
     """Prompt template version."""
+    key: str = ""
+    """Fingerprint of the inputs that produced this answer (:func:`sentence_key`)."""
 
     @property
     def ok(self) -> bool:
+        """True when the sentence got descriptors."""
         return self.status == "ok"
 
 
-def read_records(path: str | os.PathLike, template: DescriptorTemplate = TEMPLATE) -> dict[int, SentenceDescriptors]:
-    """Latest record per sentence for ``template`` (torn or foreign lines are skipped)."""
-    p = Path(path)
-    out: dict[int, SentenceDescriptors] = {}
-    if not p.exists():
-        return out
-    names = SentenceDescriptors.__dataclass_fields__.keys()
-    for line in p.read_text(encoding="utf-8").splitlines():
+def sentence_key(text: str, template: DescriptorTemplate, llm_identity: Mapping[str, Any], *,
+                 temperature: float, max_tokens: int) -> str:
+    """Fingerprint of everything that determines a sentence's answer.
+
+    Example:
+        >>> a = sentence_key("Rain.", TEMPLATE, {"backend": "x", "model": "m"}, temperature=0.0, max_tokens=80)
+        >>> a == sentence_key("Rain!", TEMPLATE, {"backend": "x", "model": "m"}, temperature=0.0, max_tokens=80)
+        False
+    """
+    return fingerprint({"text": text, "template": template.name, "template_version": template.version,
+                        "llm": dict(llm_identity), "temperature": float(temperature), "max_tokens": int(max_tokens)})
+
+
+def _read_lines(path: Path) -> list[SentenceDescriptors]:
+    if not path.exists():
+        return []
+    names = {f.name for f in dataclasses.fields(SentenceDescriptors)}
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
         try:
             d = json.loads(line)
         except json.JSONDecodeError:
             continue  # torn line from an interrupted write
-        if not isinstance(d, dict) or (d.get("template"), d.get("template_version")) != (template.name, template.version):
-            continue
-        rec = SentenceDescriptors(**{k: v for k, v in d.items() if k in names})
-        out[rec.sentence] = rec
+        if isinstance(d, dict) and {"sentence", "text", "status"} <= set(d):
+            out.append(SentenceDescriptors(**{k: v for k, v in d.items() if k in names}))
     return out
+
+
+def read_records(path: str | os.PathLike, template: DescriptorTemplate | None = None
+                 ) -> dict[int, SentenceDescriptors]:
+    """Latest record per sentence id (of ``template`` when given); torn lines are skipped."""
+    out: dict[int, SentenceDescriptors] = {}
+    for r in _read_lines(Path(path)):
+        if template is None or (r.template, r.template_version) == (template.name, template.version):
+            out[r.sentence] = r
+    return out
+
+
+def records_by_key(path: str | os.PathLike) -> dict[str, SentenceDescriptors]:
+    """Latest record per input key (records without a key, from older versions, are skipped)."""
+    return {r.key: r for r in _read_lines(Path(path)) if r.key}
 
 
 def _append(path: Path, recs: list[SentenceDescriptors]) -> None:
@@ -98,10 +144,11 @@ def _append(path: Path, recs: list[SentenceDescriptors]) -> None:
         os.fsync(f.fileno())
 
 
-def to_record(sid: int, text: str, res: ChatResult, template: DescriptorTemplate, llm: LLM) -> SentenceDescriptors:
-    """Turn an LLM answer into a record (failures stay failures)."""
+def to_record(sid: int, text: str, res: ChatResult, template: DescriptorTemplate, llm: LLM,
+              key: str = "") -> SentenceDescriptors:
+    """Turn an LLM answer into a record (failures stay failures, a cut-off answer is ``truncated``)."""
     base = dict(sentence=int(sid), text=text, model=res.model or llm.model, backend=res.backend or llm.name,
-                template=template.name, template_version=template.version)
+                template=template.name, template_version=template.version, key=key)
     if not res.ok:
         f = res.failure
         return SentenceDescriptors(status=f.kind if f else "error", raw=f.raw if f else None,
@@ -110,40 +157,69 @@ def to_record(sid: int, text: str, res: ChatResult, template: DescriptorTemplate
     return SentenceDescriptors(status=p.status, descriptors=p.descriptors, raw=res.text, message=p.message, **base)
 
 
+def _reusable(rec: SentenceDescriptors, retry_failed: bool) -> bool:
+    if rec.ok:
+        return True
+    return not is_transient(rec.status) and not retry_failed
+
+
 async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: str | os.PathLike | None = None, *,
                                 template: DescriptorTemplate = TEMPLATE, batch_size: int = 16,
-                                temperature: float = 0.0, progress: bool = True) -> list[SentenceDescriptors]:
+                                temperature: float = 0.0, retry_failed: bool = False,
+                                progress: bool = True) -> list[SentenceDescriptors]:
     """Async :func:`generate_descriptors`."""
     p = Path(path) if path is not None else None
-    done = read_records(p, template) if p is not None else {}
-    todo = [s for s in sentences if s not in done or done[s].status in RETRY_STATUSES]
-    bar = tqdm(total=len(sentences), initial=len(sentences) - len(todo), desc="descriptors", unit="sentence",
-               disable=not progress)
+    ident = llm.cache_identity()
+    keys = {s: sentence_key(t, template, ident, temperature=temperature, max_tokens=template.max_tokens)
+            for s, t in sentences.items()}
+    done = records_by_key(p) if p is not None else {}
+    todo: list[int] = []
+    asked: set[str] = set()
+    for s in sentences:
+        k = keys[s]
+        if k in asked or (k in done and _reusable(done[k], retry_failed)):
+            continue
+        asked.add(k)  # one request per distinct input, even when a text repeats
+        todo.append(s)
+    n_todo_sentences = sum(1 for s in sentences if keys[s] in asked)
+    if len(sentences) - n_todo_sentences:
+        log.info("descriptors: %d of %d sentences answered before (same inputs); asking %d",
+                 len(sentences) - n_todo_sentences, len(sentences), len(todo))
+    bar = tqdm(total=len(sentences), initial=len(sentences) - n_todo_sentences, desc="descriptors",
+               unit="sentence", disable=not progress)
 
     async def one(sid: int) -> SentenceDescriptors:
         res = await llm.achat(template.render(sentences[sid]), temperature=temperature,
                               max_tokens=template.max_tokens, stage="descriptors.generate")
-        return to_record(sid, sentences[sid], res, template, llm)
+        return to_record(sid, sentences[sid], res, template, llm, keys[sid])
 
     try:
         for start in range(0, len(todo), batch_size):
-            batch = await asyncio.gather(*(one(s) for s in todo[start:start + batch_size]))
-            if p is not None:
+            got = await asyncio.gather(*(one(s) for s in todo[start:start + batch_size]), return_exceptions=True)
+            batch = [r for r in got if isinstance(r, SentenceDescriptors)]
+            if p is not None and batch:
                 _append(p, batch)
             for r in batch:
-                done[r.sentence] = r
-            bar.update(len(batch))
-            n_ok = sum(r.ok for r in done.values())
-            bar.set_postfix(ok=n_ok, failed=len(done) - n_ok)
+                done[r.key] = r
+            errors = [e for e in got if isinstance(e, BaseException)]
+            if errors:  # a fatal LLM error (or a bug) stops the stage; finished answers are saved
+                raise next((e for e in errors if isinstance(e, LLMError)), errors[0])
+            crashpoint("descriptors.batch")
+            answered = {r.key for r in batch}
+            bar.update(sum(1 for s in sentences if keys[s] in answered))
+            n_ok = sum(1 for r in batch if r.ok)
+            bar.set_postfix(batch_ok=n_ok, batch_failed=len(batch) - n_ok)
     finally:
         bar.close()
-    return [done[s] for s in sentences]
+    return [dataclasses.replace(done[keys[s]], sentence=int(s), text=sentences[s]) for s in sentences]
 
 
 def generate_descriptors(sentences: Mapping[int, str], llm: LLM, path: str | os.PathLike | None = None,
                          **kw: Any) -> list[SentenceDescriptors]:
     """Descriptors for every sentence (id -> text), resuming from ``path`` when it exists.
 
-    Returns one record per requested sentence, in the given order.
+    Works from plain scripts and inside a running event loop (a notebook cell); the
+    awaitable twin is :func:`agenerate_descriptors`. Returns one record per requested
+    sentence, in the given order.
     """
-    return asyncio.run(agenerate_descriptors(sentences, llm, path, **kw))
+    return run_sync(agenerate_descriptors(sentences, llm, path, **kw))

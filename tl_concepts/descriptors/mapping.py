@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from tl_concepts.errors import InputError
 
-class CorpusTooSmallError(ValueError):
+
+class CorpusTooSmallError(InputError):
     """Too few sentences for the calibration/validation split; the message gives the minimum."""
 
 

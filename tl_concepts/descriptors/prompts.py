@@ -3,8 +3,9 @@
 Following the protocol of Mondal et al. (a task statement, one worked example, then the
 sentence), written for this project: the example is a user/assistant exchange so chat
 models see the answer format once. The answer must contain a JSON list of short strings;
-a bulleted or single-line comma list is accepted too. Anything else is *unparseable* and
-recorded as such, never turned into an empty descriptor list.
+a bulleted or single-line comma list is accepted too. An answer that stops inside its list
+(cut off by the completion budget) is *truncated*; anything else is *unparseable*. Both are
+recorded as failures, never turned into a shorter or empty descriptor list.
 
 Example:
     >>> msgs = TEMPLATE.render("Shares fell sharply in Tokyo.")
@@ -36,7 +37,7 @@ class ParsedDescriptors:
     descriptors: list[str]
     """Normalised descriptors (lower case, no surrounding punctuation, de-duplicated)."""
     status: str
-    """``ok``, ``refusal`` or ``unparseable``."""
+    """``ok``, ``refusal``, ``truncated`` (an unterminated list) or ``unparseable``."""
     message: str = ""
     """Why parsing failed, when it did."""
 
@@ -65,8 +66,9 @@ class DescriptorTemplate:
     """Descriptors kept per sentence (extra ones are dropped)."""
     max_words: int = 5
     """Longer items are not descriptors and are dropped."""
-    max_tokens: int = 80
-    """Completion budget."""
+    max_tokens: int = 48
+    """Completion budget (three descriptors of three words fit in about 20 tokens; a small model
+    that loops on one item is cut here and its answer recorded as ``truncated``)."""
 
     def render(self, sentence: str) -> list[Message]:
         """Chat messages for one sentence."""
@@ -98,6 +100,10 @@ class DescriptorTemplate:
                 got = self._clean(items)
                 if got:
                     return ParsedDescriptors(got, "ok")
+        opened = text.rfind("[")
+        if opened >= 0 and "]" not in text[opened:]:
+            return ParsedDescriptors([], "truncated", "the answer stops inside a list (cut off by the completion "
+                                                      "budget); nothing of it is used")
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]
         bullets = [m.group(1) for ln in lines if (m := _BULLET.match(ln))]
         if bullets and len(bullets) == len(lines):
@@ -106,8 +112,6 @@ class DescriptorTemplate:
                 return ParsedDescriptors(got, "ok")
         if len(lines) == 1 and "," in lines[0]:
             parts = [p for p in lines[0].split(",") if p.strip()]
-            if lines[0].lstrip().startswith("[") and not lines[0].rstrip().endswith("]"):
-                parts = parts[:-1]  # a JSON list cut off by the token budget: its last item may be cut too
             if all(len(normalise(p).split()) <= self.max_words for p in parts):
                 got = self._clean(parts)
                 if got:
@@ -117,15 +121,16 @@ class DescriptorTemplate:
 
 TEMPLATE = DescriptorTemplate(
     name="descriptors",
-    version="v1",
+    version="v2",  # v2: exactly three descriptors (small models loop less); a cut-off list is a failure
     system=("You tag sentences with descriptors: short noun phrases of one to three words that name "
             "what a sentence is about or what it expresses (its topic, the kind of entities it "
-            "mentions, its sentiment, its style). Give two to five descriptors, general enough to be "
-            "shared by other sentences. Answer with a JSON list of strings and nothing else."),
+            "mentions, its sentiment, its style). Give exactly three different descriptors, general "
+            "enough to be shared by other sentences. Answer with a JSON list of three strings and "
+            "nothing else."),
     example_sentence="The battery died after two days and nobody from support answered my emails.",
-    example_answer=["battery life", "customer support", "complaint", "negative sentiment"],
+    example_answer=["battery life", "customer support", "complaint"],
 )
-"""The default template (``descriptors`` v1)."""
+"""The default template (``descriptors`` v2)."""
 
 TEMPLATES = {TEMPLATE.name: TEMPLATE}
 """Template name -> template."""

@@ -10,9 +10,12 @@ from .data import LabelledData, ProbingInputError, binary_task
 from .overlap import Alignment, concept_alignment, top_n_overlap, tree_members
 from .probes import ProbeOptions, ProbeResult, probe_data, split_indices, train_probe
 from .rankers import RANKERS, NeuronRanking, average_precision, probe_weights, probeless, rank_neurons
+from .results import ProbeResults, Rankings
+from .schema import PROBE_COLUMNS, RANKING_COLUMNS
 
 __all__ = [
-    "Alignment", "LabelledData", "NeuronRanking", "ProbeOptions", "ProbeResult", "ProbingInputError", "RANKERS",
+    "Alignment", "LabelledData", "NeuronRanking", "PROBE_COLUMNS", "ProbeOptions", "ProbeResult", "ProbeResults",
+    "ProbingInputError", "RANKERS", "RANKING_COLUMNS", "Rankings",
     "average_precision", "binary_task", "concept_alignment", "control_labels", "probe_data", "probe_weights",
     "probeless", "rank_neurons", "selectivity", "split_indices", "top_n_overlap", "train_probe", "tree_members",
 ]

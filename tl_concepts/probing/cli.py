@@ -29,8 +29,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agg", choices=["mean", "first", "last"], default="mean", help="subword -> word aggregation")
     p.add_argument("--min-size", type=int, default=10, help="skip labels with fewer rows (default 10)")
     p.add_argument("--max-labels", type=int, default=None, help="only the N largest labels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="directory for the parquet results (default: not saved)")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, negative sampling and control tasks")
+    p.add_argument("--out", default=None,
+                   help="directory for the results (default: <store>/probing/<hook>/<labels>)")
     p.add_argument("--no-progress", action="store_true", help="hide progress output")
 
 
@@ -74,10 +75,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
                       min_size=args.min_size, max_labels=args.max_labels, negatives=args.negatives,
                       multiclass=not args.no_multiclass, out=args.out,
                       options=ProbeOptions(seed=args.seed, c_grid=tuple(args.c_grid), control=not args.no_control))
+    from .runner import default_out
+
     ds = run_probes(cfg, progress=not args.no_progress)
     print(probe_summary_table(ds))
-    if args.out:
-        print(f"written to {args.out}/probes.parquet")
+    print(f"written to {args.out or default_out(cfg.store, cfg.hook, cfg.labels)}")
     return 0
 
 
@@ -88,8 +90,11 @@ def cmd_rank(args: argparse.Namespace) -> int:
     cfg = RankConfig(store=args.store, hook=args.hook, labels=args.labels, methods=tuple(args.method), k=args.k,
                      agg=args.agg, min_size=args.min_size, max_labels=args.max_labels, top_n=args.top_n,
                      mass=args.mass, align_n=args.align_n, seed=args.seed, out=args.out)
+    from .runner import default_out
+
     out = run_rankings(cfg, progress=not args.no_progress)
     print(rank_summary_table(out))
-    if args.out:
-        print(f"written to {args.out}")
+    if out.resumed:
+        print(f"{out.resumed} rankings read back from an earlier run")
+    print(f"written to {args.out or default_out(cfg.store, cfg.hook, cfg.labels)}")
     return 0

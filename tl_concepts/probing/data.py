@@ -14,8 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tl_concepts.errors import InputError
 
-class ProbingInputError(ValueError):
+
+class ProbingInputError(InputError):
     """Representations and labels cannot be probed or ranked; the message says what to fix."""
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from tl_concepts.fingerprint import fingerprint
+
 from .data import ProbingInputError
 
 
@@ -46,11 +48,26 @@ class LabelledWords:
     """Label -> display name (e.g. a concept's LLM label)."""
     concepts: Any = None
     """The ConceptSet, for ``concepts:`` sources (for super/sub-concept alignment)."""
+    store_fingerprint: str = ""
+    """Fingerprint of the store the representations come from (:func:`store_fingerprint`)."""
 
     def label_counts(self, min_size: int = 1) -> dict[str, int]:
         """Labels with at least ``min_size`` rows, largest first."""
         c = Counter(lab for lab in self.labels if lab != "")
         return {k: v for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])) if v >= min_size}
+
+
+def store_fingerprint(store: Any) -> str:
+    """Fingerprint of what a capture store holds (model, corpus, capture settings, hooks, size).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> len(store_fingerprint(SimpleNamespace(manifest={"model": {"id": "m"}})))
+        16
+    """
+    m = store.manifest
+    return fingerprint({k: m.get(k) for k in ("model", "tokenizer", "corpus", "settings_key", "n_tokens",
+                                              "n_windows")} | {"hooks": sorted(m.get("hooks", {}))})
 
 
 def _read_user_labels(path: Path) -> dict[int, str]:
@@ -59,9 +76,13 @@ def _read_user_labels(path: Path) -> dict[int, str]:
     with path.open(newline="", encoding="utf-8") as f:
         rd = csv.DictReader(f, delimiter=delim)
         if not rd.fieldnames or not {"word_id", "label"} <= set(rd.fieldnames):
-            raise ProbingInputError(f"{path} needs a header with columns word_id and label; got {rd.fieldnames}")
-        for row in rd:
-            out[int(row["word_id"])] = str(row["label"])
+            got = ", ".join(rd.fieldnames or []) or "no header"
+            raise ProbingInputError(f"{path} needs a header with columns word_id and label; got {got}")
+        for n, row in enumerate(rd, start=2):
+            try:
+                out[int(row["word_id"])] = str(row["label"])
+            except (TypeError, ValueError):
+                raise ProbingInputError(f"{path} line {n}: word_id {row['word_id']!r} is not a whole number") from None
     return out
 
 
@@ -69,7 +90,18 @@ def load_labelled(store: Any, hook: str, source: str, *, agg: str = "mean", k: i
     """Representations at ``hook`` and labels from ``source`` (see the module docstring)."""
     from tl_concepts.capture import ActivationStore
 
-    st = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+    if isinstance(store, ActivationStore):
+        st = store
+    else:
+        try:
+            st = ActivationStore.open(store)
+        except FileNotFoundError as e:
+            raise ProbingInputError(str(e)) from None
+    if hook not in st.hooks:
+        raise ProbingInputError(f"hook {hook} was not captured in {st.path}; captured: {', '.join(st.hooks)}")
+    if source.startswith("concepts:") and not Path(source.split(":", 1)[1]).is_dir():
+        raise ProbingInputError(f"concept set folder {source.split(':', 1)[1]} does not exist; make one with "
+                                "tl-concepts concepts --out DIR and pass --labels concepts:DIR")
     reps = st.word_representations(hook, agg=agg)
     words = st.words()
     text = list(words["text"])
@@ -108,10 +140,11 @@ def load_labelled(store: Any, hook: str, source: str, *, agg: str = "mean", k: i
                                         f"(0..{reps.shape[0] - 1}), e.g. {bad[:3]}")
             labels = [user.get(i, "") for i in range(reps.shape[0])]
         lw = LabelledWords(x=reps, labels=labels, types=text, hook=hook, source=source)
+    lw.store_fingerprint = store_fingerprint(st)
     keep = np.isfinite(lw.x).all(axis=1)
     if not keep.all() and lw.concepts is not None:
         raise ProbingInputError(f"{int((~keep).sum())} concept points have no captured representation at {hook}; "
-                                "rebuild the concept set from this store (concepts.from_store drops them)")
+                                "rebuild the concept set from this store (tl-concepts concepts leaves such words out)")
     if not keep.all():  # words without captured tokens (a capture cut short by its window)
         idx = np.flatnonzero(keep)
         lw.x = lw.x[idx]

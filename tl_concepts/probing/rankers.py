@@ -206,5 +206,7 @@ def rank_neurons(representations: Any, labels: Sequence[Any], method: str = "pro
                  **kw: Any) -> NeuronRanking:
     """Dispatch to a ranker by name (see :data:`RANKERS`)."""
     if method not in RANKERS:
-        raise ValueError(f"unknown ranking method {method!r}; choose one of {sorted(RANKERS)}")
+        from tl_concepts.errors import ConfigError
+
+        raise ConfigError(f"unknown ranking method {method!r}; choose one of {', '.join(sorted(RANKERS))}")
     return RANKERS[method](representations, labels, **kw)
