@@ -107,6 +107,7 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     from tl_concepts.concepts import ConceptsConfig, discover_concepts, evaluate, label
     from tl_concepts.concepts.filters import FilterConfig
     from tl_concepts.corpus import load_corpus
+    from tl_concepts.descriptors import DescriptorsConfig, run_descriptors
     from tl_concepts.explain.runner import ExplainConfig, explain_store, summary_table
     from tl_concepts.hub.cards import meta_from_manifest
     from tl_concepts.hub.push import publish, save_local
@@ -152,6 +153,10 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         RankConfig(store=str(store.path), hook=mlp_hook, labels="pos", max_labels=8,
                    out=str(out / "probing")), progress=cfg.progress), cfg.progress)
 
+    descriptors = _stage("descriptors", stages, lambda: run_descriptors(
+        DescriptorsConfig.small(str(store.path), mlp_hook, str(out / "descriptors")), llm=llm,
+        progress=cfg.progress), cfg.progress)
+
     ledger = llm.ledger.to_dict()
     base_meta = dict(llm={"spec": cfg.llm or "in-process", "model": getattr(llm, "model", "")},
                      ledger=ledger)
@@ -159,7 +164,8 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         "concepts": (concept_set, "Latent concepts"),
         "explanations": (str(out / "explain"), "Neuron explanations"),
         "probes": (probes, "Concept probes"),
-        "rankings": (rankings.rankings if hasattr(rankings, "rankings") else rankings, "Neuron rankings"),
+        "rankings": (rankings, "Neuron rankings"),
+        "descriptors": (descriptors, "Neuron descriptors"),
     }
 
     metas = {kind: meta_from_manifest(store.manifest, pretty_name=f"{title} ({cfg.model}, {cfg.corpus})",
@@ -198,6 +204,8 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         "alignment": {k: v.to_dict() for k, v in evaluation.alignment.items()},
         "units_explained": len(ok),
         "units_reported": len(explanations),
+        "descriptors": {"neurons_mapped": descriptors.metrics.get("neurons_mapped", 0),
+                        "sentences_ok": descriptors.metrics.get("ok", 0), "message": descriptors.message},
         "datasets": dataset_paths,
         "report": str(report),
         "published": published,

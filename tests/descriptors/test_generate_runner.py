@@ -21,7 +21,7 @@ from tiny_models import TEXTS, hash_embed  # noqa: E402
 from tl_concepts.descriptors import (MAPPING_COLUMNS, CorpusTooSmallError, Descriptors,  # noqa: E402
                                      DescriptorsConfig, generate_descriptors, read_records, run_descriptors,
                                      summary_table)
-from tl_concepts.errors import ConfigError, InputError, LLMError  # noqa: E402
+from tl_concepts.errors import StoreError, ConfigError, InputError, LLMError  # noqa: E402
 from tl_concepts.llm import get_llm  # noqa: E402
 from tl_concepts.llm.ledger import Ledger  # noqa: E402
 
@@ -262,7 +262,7 @@ def test_bad_input_fails_before_any_request(store, tmp_path):
         with pytest.raises(InputError, match="must be JSON"):
             run_descriptors(DescriptorsConfig(store=str(store.path), hook=HOOK, out=str(tmp_path / "o"), top_k=2,
                                               gold=str(bad_gold)), llm=llm_for(srv), progress=False)
-        with pytest.raises(InputError, match="not a tl-concepts store"):
+        with pytest.raises(StoreError, match="there is no capture at"):
             run_descriptors(DescriptorsConfig(store=str(tmp_path / "none"), hook=HOOK, out=str(tmp_path / "o")),
                             llm=llm_for(srv), progress=False)
         assert srv.posts("/chat/completions") == []

@@ -225,8 +225,9 @@ def test_row_dicts_fill_optional_columns():
             bare["seed"]) == ("", "NUM", None, None, 0.0, 0)
     assert multi["selectivity"] == pytest.approx(0.25)
     rk = to_dataset("rankings", RANKINGS)
-    assert rk.column_names == ["hook", "source", "label", "name", "method", "rank", "neuron", "score"]
+    assert rk.column_names == ["hook", "source", "label", "name", "method", "rank", "neuron", "unit", "score"]
     assert rk[3]["name"] == "NUM" and rk[3]["source"] == ""
+    assert all(r["unit"] == f"{r['hook']}.{r['neuron']}" for r in rk)  # the one unit id, filled in
     # a Dataset with the optional columns missing is validated and filled the same way
     from datasets import Dataset
 
@@ -234,6 +235,7 @@ def test_row_dicts_fill_optional_columns():
     assert to_dataset("rankings", partial).to_list() == rk.to_list()[3:]
     d = to_dataset("descriptors", DESCRIPTORS)
     assert d[3]["lift"] == float("inf") and d[1]["descriptor"] == NON_ASCII
+    assert (d[0]["hook"], d[0]["unit"]) == ("", "")  # hand-made rows may leave them out
 
 
 def test_save_local_and_load(hub, data, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tiny_models import TEXTS, label_file
-from tl_concepts.errors import ConfigError, InputError
+from tl_concepts.errors import StoreError, ConfigError, InputError
 from tl_concepts.probing import (PROBE_COLUMNS, RANKING_COLUMNS, ProbeOptions, ProbeResults, ProbingInputError,
                                  Rankings)
 from tl_concepts.probing import runner as probing_runner
@@ -197,7 +197,7 @@ def test_bad_input_is_a_clear_error(store, tmp_path):
     with pytest.raises(InputError, match="concept set folder .* does not exist"):
         run_rankings(RankConfig(store=str(store.path), hook=HOOK, labels=f"concepts:{tmp_path / 'none'}"),
                      progress=False)
-    with pytest.raises(InputError, match="not a tl-concepts store"):
+    with pytest.raises(StoreError, match="there is no capture at"):
         run_rankings(RankConfig(store=str(tmp_path / "none"), hook=HOOK, labels=src), progress=False)
     with pytest.raises(ConfigError, match="unknown ranking method"):
         run_rankings(RankConfig(store=str(store.path), hook=HOOK, labels=src, methods=("magic",)), progress=False)

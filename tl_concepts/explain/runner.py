@@ -51,7 +51,7 @@ from tl_concepts.llm.ledger import Ledger, MeteredLLM
 from tl_concepts.explain.calibration import LinearCalibration
 from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n, revise
-from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, SIMULATE_TEMPLATE
+from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, REVISE_TEMPLATE, SIMULATE_TEMPLATE
 from tl_concepts.explain.results import ExplanationResults
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.verdict import count_verdicts, verdict
@@ -242,7 +242,7 @@ async def explain_unit(
         "splits": {k: len(getattr(unit, k)) for k in ("train_top", "train_random", "calibration_top",
                                                        "calibration_random", "test_top", "test_random")},
         "templates": {"explain": EXPLAIN_TEMPLATE.id, "simulate": SIMULATE_TEMPLATE.id,
-                      "few_shot": cfg.few_shot},
+                      **({"revise": REVISE_TEMPLATE.id} if cfg.revise else {}), "few_shot": cfg.few_shot},
         "explainer_model": getattr(explainer_llm, "model", ""), "simulator_model": getattr(sim_llm, "model", ""),
     }
     overlaps = split_overlaps(unit)
@@ -325,7 +325,8 @@ def unit_inputs(unit: UnitRecords, explainer_llm: LLM, simulator_llm: LLM | None
     sim = simulator_llm or explainer_llm
     return {
         "records": fingerprint(unit),
-        "templates": {"explain": EXPLAIN_TEMPLATE.id, "simulate": SIMULATE_TEMPLATE.id},
+        "templates": {"explain": EXPLAIN_TEMPLATE.id, "simulate": SIMULATE_TEMPLATE.id,
+                      "revise": REVISE_TEMPLATE.id},
         "explainer": explainer_llm.cache_identity(),
         "simulator": sim.cache_identity(),
         "settings": settings,

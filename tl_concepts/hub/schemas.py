@@ -41,6 +41,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from tl_concepts.descriptors.schema import HALVES, MAPPING_COLUMNS  # noqa: E402  (the producing stages own
+from tl_concepts.probing.schema import PROBE_COLUMNS, RANKING_COLUMNS  # noqa: E402  their schemas)
+
 KINDS = ("concepts", "explanations", "probes", "rankings", "descriptors")
 SCHEMA_VERSION = 1
 
@@ -110,48 +113,9 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("fuzzing", "struct|null", "fuzzing scorer: balanced accuracy, AUROC, counts"),
         ("records", "list<struct>", "test records: split, doc, start, tokens, true, simulated, baseline activations"),
     ],
-    "probes": [
-        ("hook", "string", "hook the word representations come from"),
-        ("source", "string", "label source (`pos`, `ner`, `concepts:<dir>`, a label file)"),
-        ("label", "string", "the probed label (`*all*` for the multi-class probe over every kept label)"),
-        ("name", "string", "display name (a concept's LLM label, else the label)"),
-        ("task", "string", "`binary` (label vs a balanced sample of the rest) or `multiclass`"),
-        ("size", "int64", "rows carrying the label (all rows for `*all*`)"),
-        ("n_train", "int64", "train split size (60/20/20 per class)"),
-        ("n_dev", "int64", "dev split size (used to pick `c`)"),
-        ("n_test", "int64", "held-out test split size"),
-        ("train_accuracy", "float64", "accuracy on the train split"),
-        ("dev_accuracy", "float64", "accuracy on the dev split"),
-        ("test_accuracy", "float64", "accuracy on the held-out test split: *the* probe accuracy"),
-        ("majority_accuracy", "float64", "test accuracy of always predicting the majority train class"),
-        ("control_accuracy", "float64|null", "test accuracy on the control task (random label per word type)"),
-        ("selectivity", "float64|null", "`test_accuracy - control_accuracy`"),
-        ("c", "float64", "chosen inverse regularisation strength"),
-        ("seconds", "float64", "fit time"),
-        ("seed", "int64", "seed of the split and the control task"),
-    ],
-    "rankings": [
-        ("hook", "string", "hook whose neurons are ranked"),
-        ("source", "string", "label source (`pos`, `ner`, `concepts:<dir>`, a label file)"),
-        ("label", "string", "the label the neurons are ranked for (`*all*`: multi-class ranking over every label)"),
-        ("name", "string", "display name (a concept's LLM label, else the label)"),
-        ("method", "string", "ranking method (`probeless`, `probe_weights`, `average_precision`, ...)"),
-        ("rank", "int64", "0-based rank of the neuron for (label, method); 0 is the best"),
-        ("neuron", "int64", "neuron index at the hook"),
-        ("score", "float64", "the method's score of the neuron"),
-    ],
-    "descriptors": [
-        ("half", "string", "`calibration` or `validation`: the half of the sentences the neuron was mapped on"),
-        ("neuron", "int64", "neuron index at the hook"),
-        ("rank", "int64", "0-based rank of the descriptor among the neuron's descriptors (by excess)"),
-        ("entry", "int64", "id of the descriptor's vocabulary entry"),
-        ("descriptor", "string", "the entry's representative descriptor"),
-        ("composition", "float64", "share of the neuron's top exemplar sentences tagged with the entry"),
-        ("base_rate", "float64", "share of all sentences of the half tagged with the entry"),
-        ("lift", "float64", "composition / base rate (`inf` for a zero base rate)"),
-        ("excess", "float64", "composition minus base rate"),
-        ("support", "int64", "sentences of the half tagged with the entry"),
-    ],
+    "probes": PROBE_COLUMNS,
+    "rankings": RANKING_COLUMNS,
+    "descriptors": MAPPING_COLUMNS,
 }
 
 
@@ -307,11 +271,10 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 OPTIONAL: dict[str, dict[str, Any]] = {
     "probes": {"source": "", "name": None, "control_accuracy": None, "selectivity": None, "seconds": 0.0,
                "seed": 0},
-    "rankings": {"source": "", "name": None},
-    "descriptors": {},
+    "rankings": {"source": "", "name": None, "unit": None},
+    "descriptors": {"hook": "", "unit": None},
 }
 TASKS = ("binary", "multiclass")
-HALVES = ("calibration", "validation")
 STAGE_FILES = {"probes": "probes.parquet", "rankings": "rankings.parquet", "descriptors": "mapping.parquet"}
 """Parquet table each producer writes to its ``out`` folder (accepted as a folder path)."""
 
@@ -375,6 +338,10 @@ def _generic_rows(kind: str, data: Iterable[Any]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {}
         for c, typ, _ in cols:
             v = d.get(c, opt.get(c))
+            if c == "unit" and v is None:  # the one unit id, from hook and neuron
+                from tl_concepts.ids import unit_id
+
+                v = unit_id(row["hook"], d.get("neuron")) if row.get("hook") else ""
             base = typ.split("|")[0]
             if base == "string":
                 if c == "name" and v is None:
@@ -420,8 +387,14 @@ def stage_table(kind: str, data: Any) -> Any:
     from datasets import Dataset
 
     path = _stage_folder(kind, data)
-    if path is not None:
-        return Dataset.from_parquet(str(path), keep_in_memory=True)
+    if path is not None:  # the stages' loaders also read tables without rows
+        from tl_concepts.descriptors.results import Descriptors
+        from tl_concepts.probing.results import ProbeResults, Rankings
+
+        return {"probes": ProbeResults, "rankings": Rankings, "descriptors": Descriptors}[kind].load(
+            path.parent).to_dataset()
+    if hasattr(data, "to_dataset") and hasattr(data, "rows"):  # ProbeResults, Rankings, Descriptors
+        return data.to_dataset()
     attr = {"rankings": "rankings", "descriptors": "mapping"}.get(kind)
     if attr and not isinstance(data, (Dataset, list, tuple, dict)) and hasattr(data, attr):
         return getattr(data, attr)
