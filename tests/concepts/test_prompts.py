@@ -49,4 +49,17 @@ def test_word_lists_and_render():
     msgs = TEMPLATES["label-lexical"].render(words, [("c", "a c d")], "types")
     assert [m.role for m in msgs] == ["system", "user"]
     assert "- a [[c]] d" in msgs[1].content and msgs[1].content.endswith("Words: b, a, c")
-    assert {t.version for t in TEMPLATES.values()} == {"v1"} and len(TEMPLATES) == 3
+    assert {t.version for t in TEMPLATES.values()} == {"v1"} and len(TEMPLATES) == 4
+
+
+def test_fewshot_template_shows_examples_from_outside_the_corpus_as_chat_turns():
+    t = TEMPLATES["label-fewshot"]
+    msgs = t.render(["Monday", "Friday", "Monday"], [], "types")
+    assert [m.role for m in msgs] == ["system"] + ["user", "assistant"] * 4 + ["user"]
+    assert msgs[2].content == "Label: fruits" and msgs[-1].content.endswith("Words: Monday, Friday")
+    assert t.max_tokens <= 12 and t.parse("Label: days of the week").label == "days of the week"
+    from tl_concepts.corpus import gold_word_categories
+
+    gold = set().union(*gold_word_categories().values())
+    shown = {w.strip().lower() for ex, _ in t.examples for w in ex.split(",")}
+    assert not shown & gold  # no example word is a word of the benchmark's categories

@@ -5,7 +5,8 @@ system instruction, the concept's words as a list, optionally a few context sent
 
 * ``label-general`` v1: a short semantic/linguistic label for the word group;
 * ``label-fewshot`` v1: the same request made easy for small models: four worked examples
-  (word groups from outside any corpus used here: fruits, instruments, tools, pronouns) as
+  (word groups from outside the corpus and the gold categories: fruits, instruments, tools,
+  determiners) as
   earlier chat turns, the answer prefix ``Label:`` and a 10-token budget;
 * ``label-lexical`` v1: the n-gram the words share, or ``NA``;
 * ``label-pos`` v1: the one Penn Treebank tag the words share, or ``NA``;
@@ -236,10 +237,10 @@ TEMPLATES: dict[str, LabelTemplate] = {
         system=("You name what a group of words has in common, in one to four words. Never "
                 "repeat or list the words themselves. Answer as 'Label: <name>'."),
         task="What do these words have in common?",
-        examples=(("apple, banana, cherry, grape, mango, pear", "fruits"),
-                  ("violin, piano, flute, guitar, drum", "musical instruments"),
-                  ("hammer, wrench, screwdriver, saw, pliers", "hand tools"),
-                  ("she, he, they, we, it, I", "personal pronouns")),
+        examples=(("apple, cherry, grape, lemon, plum, peach", "fruits"),
+                  ("violin, piano, flute, guitar, drum, trumpet", "musical instruments"),
+                  ("hammer, wrench, screwdriver, chisel, pliers", "hand tools"),
+                  ("the, a, an, this, that, these, those", "determiners")),
         answer_prefix="Label:", parse=parse_general, max_tokens=10),
     "label-lexical": LabelTemplate(
         name="label-lexical", version="v1",
