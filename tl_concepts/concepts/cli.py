@@ -43,7 +43,8 @@ def add_concepts_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--label", action="store_true", help="label the concepts with an LLM")
     p.add_argument("--llm", default=None, help="LLM spec for tl_concepts.llm.get_llm (default: $TL_CONCEPTS_LLM or in-process)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --llm openai:MODEL")
-    p.add_argument("--template", choices=sorted(TEMPLATES), default="label-general")
+    p.add_argument("--template", choices=sorted(TEMPLATES), default=None,
+                   help="label prompt (default: label-fewshot for the embedded SmolLM2, else label-general)")
     p.add_argument("--words-as", choices=["tokens", "types"], default="tokens")
     p.add_argument("--context", type=int, default=0, help="context sentences per concept in the prompt")
     p.add_argument("--retry-failed", action="store_true",
@@ -60,7 +61,7 @@ def add_concepts_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def cmd_concepts(args: argparse.Namespace) -> int:
     """Run discovery (+ labels, + evaluation) and print the summary."""
-    from .runner import ConceptsConfig, discover_concepts, evaluate, label, summary
+    from .runner import ConceptsConfig, discover_concepts, evaluate, label, labels_path, summary
 
     cfg = ConceptsConfig(
         store=args.store, layer=args.layer, hook=args.hook, agg=args.agg, k=args.k,
@@ -76,7 +77,7 @@ def cmd_concepts(args: argparse.Namespace) -> int:
 
         kw = {"base_url": args.base_url} if args.base_url else {}
         llm = get_llm(args.llm, **kw)
-        if args.label or os.path.exists(cfg.out_dir(cs.layer) / f"labels-{args.template}.jsonl"):
+        if args.label or os.path.exists(labels_path(cfg, cs, llm)):
             labels = label(cs, cfg, llm, retry_failed=args.retry_failed, progress=progress)
     report = evaluate(cs, cfg, labels=labels, judge=llm if args.judge else None)
     print(summary(cs, labels, report, llm))

@@ -48,7 +48,7 @@ from tl_concepts.fingerprint import fingerprint
 from tl_concepts.llm.base import LLM, ChatResult, Message, is_transient
 
 from .model import ACCEPTED, Concept, ConceptLabel, ConceptSet, _atomic_text
-from .prompts import TEMPLATES, LabelTemplate, label_gate
+from .prompts import TEMPLATES, LabelTemplate, default_template, label_gate
 
 log = logging.getLogger("tl_concepts.concepts")
 
@@ -60,8 +60,10 @@ PERMANENT_FAILURES = frozenset({"refusal", "content_filter", "unparseable"})
 class LabelOptions:
     """How concepts are shown to the labelling LLM."""
 
-    template: str = "label-general"
-    """Template name in :data:`~tl_concepts.concepts.prompts.TEMPLATES`."""
+    template: str | None = None
+    """Template name in :data:`~tl_concepts.concepts.prompts.TEMPLATES`; None picks
+    :func:`~tl_concepts.concepts.prompts.default_template` for the LLM (``label-fewshot`` for
+    the embedded SmolLM2, ``label-general`` otherwise)."""
     words_as: str = "tokens"
     """``tokens`` (every member, with repeats) or ``types`` (distinct words)."""
     n_context: int = 0
@@ -185,9 +187,10 @@ async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | st
                           retry_failed: bool = False, progress: bool = True) -> list[ConceptLabel]:
     """Awaitable :func:`label_concepts` (for code already inside an event loop)."""
     opts = options or LabelOptions()
-    if opts.template not in TEMPLATES:
-        raise ValueError(f"unknown template {opts.template!r}; choose one of {sorted(TEMPLATES)}")
-    tpl = TEMPLATES[opts.template]
+    name = opts.template or default_template(llm)
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown template {name!r}; choose one of {sorted(TEMPLATES)}")
+    tpl = TEMPLATES[name]
     st = store if isinstance(store, LabelStore) or store is None else LabelStore(store)
     llm_id = llm_identity(llm)
     max_tokens = opts.max_tokens or tpl.max_tokens

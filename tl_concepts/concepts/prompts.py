@@ -4,10 +4,11 @@ Written for this project after the protocol Mousi et al. 2023 describe (zero-sho
 system instruction, the concept's words as a list, optionally a few context sentences):
 
 * ``label-general`` v1: a short semantic/linguistic label for the word group;
-* ``label-fewshot`` v1: the same request made easy for small models: four worked examples
-  (word groups from outside the corpus and the gold categories: fruits, instruments, tools,
-  determiners) as
-  earlier chat turns, the answer prefix ``Label:`` and a 10-token budget;
+* ``label-fewshot`` v1: the same request made easy for small models: five worked examples
+  (word groups from outside the corpus and the gold categories: fruits, instruments,
+  prepositions, determiners, mountains) as earlier chat turns answered ``Label: <name>``, and
+  a 10-token budget. The default for the embedded SmolLM2 (planted-concept label accuracy
+  7/15 against 0/15 for ``label-general``: ``benchmarks/truth_concepts.py``);
 * ``label-lexical`` v1: the n-gram the words share, or ``NA``;
 * ``label-pos`` v1: the one Penn Treebank tag the words share, or ``NA``;
 * ``judge`` v2: two yes/no questions (does the label describe most words? is it specific?)
@@ -234,13 +235,14 @@ TEMPLATES: dict[str, LabelTemplate] = {
         parse=parse_general, max_tokens=24),
     "label-fewshot": LabelTemplate(
         name="label-fewshot", version="v1",
-        system=("You name what a group of words has in common, in one to four words. Never "
-                "repeat or list the words themselves. Answer as 'Label: <name>'."),
+        system=("You name what a group of words has in common. Use one to four words. Do not repeat "
+                "the words."),
         task="What do these words have in common?",
         examples=(("apple, cherry, grape, lemon, plum, peach", "fruits"),
                   ("violin, piano, flute, guitar, drum, trumpet", "musical instruments"),
-                  ("hammer, wrench, screwdriver, chisel, pliers", "hand tools"),
-                  ("the, a, an, this, that, these, those", "determiners")),
+                  ("of, in, on, at, with, from", "prepositions"),
+                  ("the, a, an, this, that, these, those", "determiners"),
+                  ("Everest, Kilimanjaro, Fuji, Olympus", "mountains")),
         answer_prefix="Label:", parse=parse_general, max_tokens=10),
     "label-lexical": LabelTemplate(
         name="label-lexical", version="v1",
@@ -257,6 +259,19 @@ TEMPLATES: dict[str, LabelTemplate] = {
         parse=parse_pos, max_tokens=8),
 }
 """Label templates by name."""
+
+EMBEDDED_LLM = "SmolLM2-135M-Instruct"
+
+
+def default_template(llm: object = None) -> str:
+    """The label template used when none is named: ``label-fewshot`` for the embedded
+    SmolLM2 (it measured better there), ``label-general`` for any other LLM.
+
+    Example:
+        >>> default_template(None)
+        'label-general'
+    """
+    return "label-fewshot" if getattr(llm, "model", "") == EMBEDDED_LLM else "label-general"
 
 
 # -- judging -------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from tl_concepts._sync import run_sync
 
 from .labelling import LabelOptions, LabelStore, alabel_concepts
 from .model import ConceptLabel, ConceptSet, _atomic_text
+from .prompts import default_template
 from .tree import ConceptTree
 from .ward import Agreement, agreement_with_exact, ward
 
@@ -161,15 +162,15 @@ def discover_layers(cfg: ConceptsConfig, layers: Sequence[int], inputs: Mapping[
     return out
 
 
-def labels_path(cfg: ConceptsConfig, cs: ConceptSet) -> Path:
-    """Where the labels of the configured template are kept."""
-    return cfg.out_dir(cs.layer) / f"labels-{cfg.label.template}.jsonl"
+def labels_path(cfg: ConceptsConfig, cs: ConceptSet, llm: LLM | None = None) -> Path:
+    """Where the labels of the configured template (or ``llm``'s default one) are kept."""
+    return cfg.out_dir(cs.layer) / f"labels-{cfg.label.template or default_template(llm)}.jsonl"
 
 
 async def alabel(cs: ConceptSet, cfg: ConceptsConfig, llm: LLM, *, retry_failed: bool = False,
                  progress: bool = True) -> list[ConceptLabel]:
     """Awaitable :func:`label`."""
-    labels = await alabel_concepts(cs, llm, labels_path(cfg, cs), cfg.label, retry_failed=retry_failed,
+    labels = await alabel_concepts(cs, llm, labels_path(cfg, cs, llm), cfg.label, retry_failed=retry_failed,
                                    progress=progress)
     if cfg.out or cfg.store:
         cs.save_labels(cfg.out_dir(cs.layer))
