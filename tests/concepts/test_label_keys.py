@@ -232,3 +232,40 @@ def test_crash_mid_labels_then_rerun_equals_uninterrupted_run(tmp_path):
     assert r["calls"] == 6 and c["calls"] == 12
     assert r["labels"] == c["labels"]
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+
+
+def test_cli_flags_for_retry_and_export():
+    import argparse
+
+    from tl_concepts.concepts.cli import add_concepts_parser
+
+    parser = argparse.ArgumentParser()
+    add_concepts_parser(parser.add_subparsers())
+    args = parser.parse_args(["concepts", "--store", "s", "--layer", "1", "--label", "--retry-failed",
+                              "--export-tcn", "rel"])
+    assert args.retry_failed is True and args.export_tcn == "rel" and args.template is None
+    assert parser.parse_args(["concepts", "--store", "s", "--layer", "1"]).retry_failed is False
+
+
+def test_labels_without_an_input_key_are_not_trusted(cs, tmp_path):
+    store = tmp_path / "labels.jsonl"
+    old = {"concept_id": cs.concept_ids()[0], "label": "stale", "status": "ok", "template": "label-general",
+           "template_version": "v1"}
+    store.write_text(json.dumps(old) + "\n")
+    llm = FakeLLM(lambda m: "fresh")
+    labels = label_concepts(cs, llm, store, progress=False)
+    assert len(llm.calls) == 4 and {lab.label for lab in labels} == {"fresh"}
+    assert "stale" not in store.read_text()
+
+
+def test_judge_inside_a_running_event_loop(cs):
+    from tl_concepts.concepts.evaluation import judge_labels
+    from tl_concepts.concepts.model import ConceptLabel
+
+    labels = [ConceptLabel(i, "things", "ok", "label-general", "v1") for i in cs.concept_ids()]
+
+    async def cell():
+        return judge_labels(cs, labels, FakeLLM(lambda m: '{"acceptable": "no", "precise": "no"}'))
+
+    rep = asyncio.run(cell())
+    assert rep.n_judged == 4 and rep.n_acceptable == 0

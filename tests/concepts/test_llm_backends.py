@@ -99,5 +99,14 @@ def test_labelling_through_in_process_smollm2(cs, tmp_path):
     assert [lab.concept_id for lab in labels] == ids
     for lab in labels:
         assert lab.backend == "in-process" and lab.model and lab.raw is not None
-        assert lab.status in ("ok", "refusal", "unparseable")
+        assert lab.template == "label-fewshot"  # the embedded model's default
+        assert lab.status in ("ok", "rejected", "refusal", "unparseable")
         assert (lab.label is not None) == (lab.status == "ok")
+    # the judge reads a verdict and P(yes) from the logits even for this small model
+    from tl_concepts.concepts.evaluation import judge_labels
+    from tl_concepts.concepts.model import ConceptLabel
+
+    fake = [ConceptLabel(i, "animals", "ok", "label-general", "v1") for i in ids]
+    rep = judge_labels(cs, fake, llm)
+    assert rep.n_judged == 2 and rep.methods == {"logits": 2} and rep.n_failed == 0
+    assert all(0.0 < j.p_acceptable < 1.0 and 0.0 < j.p_precise < 1.0 for j in rep.judgements)
