@@ -154,8 +154,6 @@ def label_gate(label: str | None, words: Sequence[str]) -> str | None:
     norm = " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
     if norm in _NA or not norm:
         return "na" if norm in _NA else "empty"
-    if len(text.split()) > GATE_MAX_WORDS:
-        return "too_long"
     items = [x for x in re.split(r"[,;/|]", text) if x.strip()]
     if len(items) >= 3:
         return "echo"
@@ -164,6 +162,8 @@ def label_gate(label: str | None, words: Sequence[str]) -> str | None:
     hits = sum(_stem(t) in members for t in toks)
     if hits >= 2 and 2 * hits >= len(toks):
         return "echo"
+    if len(text.split()) > GATE_MAX_WORDS:
+        return "too_long"
     return None
 
 
