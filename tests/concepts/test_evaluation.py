@@ -90,3 +90,57 @@ def test_judge_reads_raw_text_of_failed_json_check(synth, tmp_path):
     rep = judge_labels(cs, labels, FakeLLM(lambda m: next(answers)), batch_size=1)
     assert (rep.n_judged, rep.n_acceptable, rep.n_precise, rep.n_failed) == (1, 1, 0, 1)
     assert rep.judgements[1].failure == "retries_exhausted"
+
+
+class DistJudge(FakeLLM):
+    """A judge with next-token distributions: P(yes) high when the label names the words' category."""
+
+    def __init__(self):
+        super().__init__(lambda m: "never used")
+        self.prompts = []
+
+    def render_chat(self, messages):
+        return "\n".join(f"<{m.role}> {m.content}" for m in messages) + "\n<assistant>"
+
+    async def anext_token_distributions(self, prompt, positions, candidates, *, stage="default"):
+        from tl_concepts.llm.base import Distributions
+
+        self.prompts.append(prompt)
+        group = prompt.split("Word group: ")[1].split("\n")[0].split(", ")
+        label = prompt.split("Label: ")[1].split("\n")[0]
+        good = label == category_of(group)
+        precise_q = "specific" in prompt
+        p_yes = 0.9 if good and not precise_q else (0.3 if precise_q else 0.1)
+        row = {c: 0.0 for c in candidates}
+        row["Yes"], row[" yes"], row["No"] = p_yes * 0.8, p_yes * 0.1, (1 - p_yes) * 0.9
+        return Distributions([row], method="logits", model=self.model, backend=self.name)
+
+
+def test_judge_reads_the_verdict_from_next_token_distributions(synth, tmp_path):
+    cfg = ConceptsConfig(k=4, filters=FilterConfig(min_count=1, max_per_type=3), out=str(tmp_path))
+    cs = discover_concepts(cfg, synth, progress=False)
+    ids = cs.concept_ids()
+    cats = {i: category_of(cs.concept(i).words) for i in ids}
+    labels = [ConceptLabel(ids[0], cats[ids[0]], "ok", "label-general", "v1"),
+              ConceptLabel(ids[1], "wrong", "ok", "label-general", "v1"),
+              ConceptLabel(ids[2], None, "rejected", "label-general", "v1", reason="echo"),
+              ConceptLabel(ids[3], None, "refusal", "label-general", "v1")]
+    judge = DistJudge()
+    rep = judge_labels(cs, labels, judge)
+    assert judge.calls == [] and len(judge.prompts) == 4  # two yes/no questions per accepted label
+    assert all(p.endswith("Answer yes or no.\n<assistant>") for p in judge.prompts)
+    j = {x.concept_id: x for x in rep.judgements}
+    assert j[ids[0]].acceptable is True and j[ids[0]].p_acceptable == pytest.approx(0.9 * 0.9 / (0.9 * 0.9 + 0.1 * 0.9))
+    assert j[ids[0]].precise is False and j[ids[0]].p_precise == pytest.approx(0.27 / (0.27 + 0.63))
+    assert j[ids[1]].acceptable is False and j[ids[1]].method == "logits"
+    assert (rep.n_labels, rep.n_judged, rep.n_acceptable, rep.n_rejected_labels, rep.n_refused_labels) == (2, 2, 1, 1, 1)
+    assert rep.methods == {"logits": 2} and "logits P(yes)" in rep.describe()
+
+
+def test_judge_without_distributions_says_it_parsed_the_chat_answer(synth, tmp_path):
+    cfg = ConceptsConfig(k=2, filters=FilterConfig(min_count=1, max_per_type=2), out=str(tmp_path))
+    cs = discover_concepts(cfg, synth, progress=False)
+    labels = [ConceptLabel(i, "things", "ok", "label-general", "v1") for i in cs.concept_ids()]
+    rep = judge_labels(cs, labels, FakeLLM(lambda m: '{"acceptable": "yes", "precise": "yes"}'))
+    assert rep.methods == {"chat": 2} and rep.n_precise == 2
+    assert "parsed chat answers (no next-token distributions)" in rep.describe()

@@ -73,3 +73,36 @@ def test_concept_set_save_load_and_recut(cs, tmp_path):
     at3 = ConceptSet.load(tmp_path / "set", k=3)
     assert at3.k == 3 and len(at3.concepts()) == 3
     assert partition(at3) == partition(cs.at(3))
+
+
+def test_typed_rows_repr_and_html(cs):
+    ids = cs.concept_ids()
+    df = cs.to_pandas()
+    assert list(df["concept_id"]) == ids and len(df) == 6
+    for col in ("layer", "hook", "n_occurrences", "n_types", "top_words", "label", "label_status", "label_reason"):
+        assert col in df.columns
+    first = df.iloc[0]
+    c = cs.concept(ids[0])
+    assert first["label"] == "animals" and first["label_status"] == "ok" and first["n_occurrences"] == c.size
+    assert first["n_types"] == len(set(c.words)) and first["top_words"].split(", ")[0] == c.types[0]
+    assert cs.rows()[1]["label"] is None and df.iloc[1]["label_status"] == "refusal"
+    assert df["label"].isna().sum() == 5
+    assert repr(cs) == "ConceptSet(K=6, blocks.3.hook_resid_post, 64 occurrences, 2 labelled: 1 accepted)"
+    ds = cs.to_dataset()
+    assert ds.num_rows == 6 and ds[0]["label"] == "animals"
+    cs.add_labels([ConceptLabel(ids[2], "<script>x</script>", "ok", "label-general", "v1")])
+    html = cs._repr_html_()
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<mark>" in html
+    assert html.count("<tr>") == 7 and "refusal" in html and "animals" in html
+
+
+def test_saved_labels_come_back_only_on_the_same_members(cs, tmp_path):
+    ids = cs.concept_ids()
+    fp = cs.members_fingerprint(ids[0])
+    cs.add_labels([ConceptLabel(ids[0], "kept", "ok", "label-fewshot", "v1", members_fp=fp),
+                   ConceptLabel(ids[3], "stale", "ok", "label-fewshot", "v1", members_fp=fp)])
+    assert [x.label for x in cs.labels[ids[0]]][-1] == "kept" and ids[3] not in cs.labels
+    cs.save(tmp_path / "again")
+    back = ConceptSet.load(tmp_path / "again")
+    assert [x.label for x in back.labels[ids[0]]] == ["animals", "kept"]
+    assert back.label_counts() == cs.label_counts() == {"ok": 1, "refusal": 1}

@@ -60,6 +60,7 @@ def test_rerun_skips_done_and_retries_errors(cs, tmp_path):
     flaky = FakeLLM(lambda m: Failure("retries_exhausted", "503") if category_of(words_of(m)) == "animal" else "ok label")
     first = label_concepts(cs, flaky, store, progress=False)
     assert sorted(lab.status for lab in first) == ["error", "ok", "ok", "ok"]
+    assert [lab.reason for lab in first if lab.status == "error"] == ["retries_exhausted"]
     again = FakeLLM(lambda m: "animals")
     second = label_concepts(cs, again, store, progress=False)
     assert len(again.calls) == 1 and category_of(words_of(again.calls[0])) == "animal"
@@ -75,13 +76,15 @@ def test_batches_run_concurrently(cs):
     assert llm.max_concurrent == 4
 
 
-@pytest.mark.parametrize("template,answer,expected", [
-    ("label-pos", "NNP", "NNP"), ("label-pos", "NA", "NA"), ("label-lexical", "NA", "NA"),
-    ("label-lexical", "-ed", "-ed")])
-def test_lexical_and_pos_templates(cs, template, answer, expected):
+@pytest.mark.parametrize("template,answer,expected,status", [
+    ("label-pos", "NNP", "NNP", "ok"), ("label-pos", "NA", None, "rejected"), ("label-lexical", "NA", None, "rejected"),
+    ("label-lexical", "-ed", "-ed", "ok")])
+def test_lexical_and_pos_templates(cs, template, answer, expected, status):
     llm = FakeLLM(lambda m: answer)
     labels = label_concepts(cs, llm, None, LabelOptions(template=template), progress=False)
     assert {lab.label for lab in labels} == {expected} and {lab.template for lab in labels} == {template}
+    assert {lab.status for lab in labels} == {status} and {lab.raw for lab in labels} == {answer}
+    assert {lab.reason for lab in labels} == ({"na"} if status == "rejected" else {""})
     assert "Penn Treebank" in llm.calls[0][-1].content if template == "label-pos" else "n-gram" in llm.calls[0][-1].content
 
 

@@ -64,14 +64,22 @@ def test_labelling_through_standin_openai_server(cs, tmp_path):
         assert by_cat["verb"].status == "content_filter"
         sent = srv.posts("/chat/completions")[0]["json"]["messages"]
         assert sent[0]["role"] == "system" and "[[" in sent[1]["content"]
-        # rerun: nothing left to ask
+        # rerun with the same inputs: nothing left to ask
         again = llm_mod.get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False,
                                 ledger=ledger)
-        label_concepts(cs, again, store, progress=False)
+        label_concepts(cs, again, store, LabelOptions(words_as="types", n_context=1), progress=False)
         assert len(srv.posts("/chat/completions")) == 4
+        # another model at the same endpoint: labels of the first one are not reused
+        other = llm_mod.get_llm("openai:other-model", base_url=srv.base_url, api_key="sk-test", cache=False,
+                                ledger=ledger)
+        relabelled = label_concepts(cs, other, store, LabelOptions(words_as="types", n_context=1), progress=False)
+        assert len(srv.posts("/chat/completions")) == 8 and len(relabelled) == 4
+        assert {p["json"]["model"] for p in srv.posts("/chat/completions")[4:]} == {"other-model"}
+        assert len({lab.key for lab in labels} | {lab.key for lab in relabelled}) == 8
         rep = evaluate(cs, ConceptsConfig(k=4, out=str(tmp_path / "c")), labels=labels, judge=llm)
         assert rep.judge.n_labels == 2 and rep.judge.n_acceptable == 2 and rep.judge.n_refused_labels == 2
-        assert len(srv.posts("/chat/completions")) == 6
+        n_chat = len(srv.posts("/chat/completions")) - 8
+        assert all(j.method in ("chat", "prompt_logprobs", "chat_top_logprobs") for j in rep.judge.judgements)
         assert "LLM ledger" in summary(cs, labels, rep, llm)
         assert "sk-test" not in store.read_text()
 
@@ -91,5 +99,14 @@ def test_labelling_through_in_process_smollm2(cs, tmp_path):
     assert [lab.concept_id for lab in labels] == ids
     for lab in labels:
         assert lab.backend == "in-process" and lab.model and lab.raw is not None
-        assert lab.status in ("ok", "refusal", "unparseable")
+        assert lab.template == "label-fewshot"  # the embedded model's default
+        assert lab.status in ("ok", "rejected", "refusal", "unparseable")
         assert (lab.label is not None) == (lab.status == "ok")
+    # the judge reads a verdict and P(yes) from the logits even for this small model
+    from tl_concepts.concepts.evaluation import judge_labels
+    from tl_concepts.concepts.model import ConceptLabel
+
+    fake = [ConceptLabel(i, "animals", "ok", "label-general", "v1") for i in ids]
+    rep = judge_labels(cs, fake, llm)
+    assert rep.n_judged == 2 and rep.methods == {"logits": 2} and rep.n_failed == 0
+    assert all(0.0 < j.p_acceptable < 1.0 and 0.0 < j.p_precise < 1.0 for j in rep.judgements)

@@ -49,4 +49,26 @@ def test_word_lists_and_render():
     msgs = TEMPLATES["label-lexical"].render(words, [("c", "a c d")], "types")
     assert [m.role for m in msgs] == ["system", "user"]
     assert "- a [[c]] d" in msgs[1].content and msgs[1].content.endswith("Words: b, a, c")
-    assert {t.version for t in TEMPLATES.values()} == {"v1"} and len(TEMPLATES) == 3
+    assert {t.version for t in TEMPLATES.values()} == {"v1"} and len(TEMPLATES) == 4
+
+
+def test_fewshot_template_shows_examples_from_outside_the_corpus_as_chat_turns():
+    t = TEMPLATES["label-fewshot"]
+    msgs = t.render(["Monday", "Friday", "Monday"], [], "types")
+    assert [m.role for m in msgs] == ["system"] + ["user", "assistant"] * 5 + ["user"]
+    assert msgs[2].content == "Label: fruits" and msgs[-1].content.endswith("Words: Monday, Friday")
+    assert t.max_tokens <= 12 and t.parse("Label: days of the week").label == "days of the week"
+    from tl_concepts.corpus import gold_word_categories
+
+    gold = set().union(*gold_word_categories().values())
+    shown = {w.strip().lower() for ex, _ in t.examples for w in ex.split(",")}
+    assert not shown & gold  # no example word is a word of the benchmark's categories
+
+
+def test_default_template_is_fewshot_for_the_embedded_model_only():
+    from types import SimpleNamespace
+
+    from tl_concepts.concepts.prompts import default_template
+
+    assert default_template(SimpleNamespace(model="SmolLM2-135M-Instruct")) == "label-fewshot"
+    assert default_template(SimpleNamespace(model="gpt-4o-mini")) == "label-general"

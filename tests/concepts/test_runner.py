@@ -83,5 +83,5 @@ def test_label_evaluate_summary(synth, tmp_path):
     rep = evaluate(cs, cfg, labels=labels, judge=judge, gold={"x": {"cat"}})
     assert rep.judge.n_acceptable == 4 and rep.judge.n_precise == 0
     text = summary(cs, labels, rep)
-    assert "4 concepts over 48 word occurrences" in text and "labels: 4 ok (of 4)" in text
+    assert "4 concepts over 48 word occurrences" in text and "labels: 4 accepted of 4 concepts" in text
     assert "pos (theta=0.9): 4/4 concepts aligned" in text and "judge: 4/4 acceptable (100.0%)" in text

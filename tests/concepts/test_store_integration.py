@@ -41,8 +41,10 @@ def test_discover_from_capture_store(tiny_bridge, tmp_path, capsys):
     from tl_concepts.cli import main
 
     assert main(["concepts", "--store", str(tmp_path / "run"), "--layer", "1", "-k", "4", "--agg", "last", "--min-count", "2",
-                 "--max-per-type", "2", "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
+                 "--max-per-type", "2", "--out", str(tmp_path / "cli"), "--no-progress",
+                 "--export-tcn", str(tmp_path / "tcn-cli")]) == 0
     assert (tmp_path / "cli" / "meta.json").exists() and (tmp_path / "cli" / "evaluation.json").exists()
+    assert read_tcn(tmp_path / "tcn-cli", layer=1, k=4).k == 4
     capsys.readouterr()
     assert main(["concepts", "--store", str(tmp_path / "run"), "--layer", "1", "-k", "999", "--no-progress",
                  "--out", str(tmp_path / "cli2")]) == 2

@@ -12,10 +12,12 @@ from .evaluation import (AgreementReport, AlignmentReport, JudgeReport, alignmen
                          judge_labels, label_agreement)
 from .filters import FilterConfig, FilterReport, TooFewPointsError, apply_filters
 from .inputs import ConceptInput, ConceptInputError, check_same_dim, from_store
-from .labelling import LabelOptions, LabelStore, label_concepts
+from .labelling import LabelOptions, LabelStore, alabel_concepts, label_concepts
 from .model import Concept, ConceptLabel, ConceptSet
-from .prompts import TEMPLATES
-from .runner import ConceptsConfig, EvaluationReport, discover_concepts, discover_layers, evaluate, label, summary
+from .evaluation import ajudge_labels
+from .prompts import TEMPLATES, label_gate
+from .runner import (ConceptsConfig, EvaluationReport, aevaluate, alabel, describe_labels, discover_concepts,
+                     discover_layers, evaluate, label, summary)
 from .tcn import read_tcn, write_tcn
 from .tree import ConceptTree
 from .ward import WardResult, agreement_with_exact, choose_mode, exact_memory_bytes, ward
@@ -24,6 +26,7 @@ __all__ = [
     "AgreementReport", "AlignmentReport", "Concept", "ConceptInput", "ConceptInputError", "ConceptLabel",
     "ConceptSet", "ConceptTree", "ConceptsConfig", "EvaluationReport", "FilterConfig", "FilterReport",
     "JudgeReport", "LabelOptions", "LabelStore", "TEMPLATES", "TooFewPointsError", "WardResult",
+    "aevaluate", "ajudge_labels", "alabel", "alabel_concepts", "describe_labels", "label_gate",
     "agreement_with_exact", "alignment", "alignment_reports", "apply_filters", "check_same_dim",
     "choose_mode", "discover_concepts", "discover_layers", "evaluate", "exact_memory_bytes", "from_store", "judge_labels",
     "label", "label_agreement", "label_concepts", "read_tcn", "sentences_dataset", "summary",

@@ -1,6 +1,7 @@
 """The ``concepts`` subcommand, ready to be mounted on the ``tl-concepts`` parser.
 
     tl-concepts concepts --store runs/x --layer 3 -k 200 --label
+    tl-concepts concepts --store runs/x --layer 3 -k 200 --label --retry-failed --export-tcn release/
 
 Wiring (in ``tl_concepts/cli.py``)::
 
@@ -42,10 +43,16 @@ def add_concepts_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--label", action="store_true", help="label the concepts with an LLM")
     p.add_argument("--llm", default=None, help="LLM spec for tl_concepts.llm.get_llm (default: $TL_CONCEPTS_LLM or in-process)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --llm openai:MODEL")
-    p.add_argument("--template", choices=sorted(TEMPLATES), default="label-general")
+    p.add_argument("--template", choices=sorted(TEMPLATES), default=None,
+                   help="label prompt (default: label-fewshot for the embedded SmolLM2, else label-general)")
     p.add_argument("--words-as", choices=["tokens", "types"], default="tokens")
     p.add_argument("--context", type=int, default=0, help="context sentences per concept in the prompt")
-    p.add_argument("--judge", action="store_true", help="rate the labels with the LLM as judge")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="ask again for labels that were not accepted (refused, unparseable, rejected by the "
+                        "label gate); transient failures are always retried")
+    p.add_argument("--judge", action="store_true", help="rate the accepted labels with the LLM as judge")
+    p.add_argument("--export-tcn", metavar="DIR", default=None,
+                   help="also write the concepts and labels in the Transformers Concept Net layout under DIR")
     p.add_argument("--theta", type=float, default=0.9, help="alignment threshold (default 0.9)")
     p.add_argument("--no-progress", action="store_true", help="hide progress output")
     p.set_defaults(func=cmd_concepts)
@@ -54,7 +61,7 @@ def add_concepts_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def cmd_concepts(args: argparse.Namespace) -> int:
     """Run discovery (+ labels, + evaluation) and print the summary."""
-    from .runner import ConceptsConfig, discover_concepts, evaluate, label, summary
+    from .runner import ConceptsConfig, discover_concepts, evaluate, label, labels_path, summary
 
     cfg = ConceptsConfig(
         store=args.store, layer=args.layer, hook=args.hook, agg=args.agg, k=args.k,
@@ -70,9 +77,13 @@ def cmd_concepts(args: argparse.Namespace) -> int:
 
         kw = {"base_url": args.base_url} if args.base_url else {}
         llm = get_llm(args.llm, **kw)
-        if args.label or os.path.exists(cfg.out_dir(cs.layer) / f"labels-{args.template}.jsonl"):
-            labels = label(cs, cfg, llm, progress=progress)
+        if args.label or os.path.exists(labels_path(cfg, cs, llm)):
+            labels = label(cs, cfg, llm, retry_failed=args.retry_failed, progress=progress)
     report = evaluate(cs, cfg, labels=labels, judge=llm if args.judge else None)
     print(summary(cs, labels, report, llm))
     print(f"written to {cfg.out_dir(cs.layer)}")
+    if args.export_tcn:
+        from .tcn import write_tcn
+
+        print(f"TCN release written to {write_tcn(cs, args.export_tcn).parent.parent}")
     return 0

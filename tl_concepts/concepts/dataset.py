@@ -7,9 +7,11 @@ Schema (one row per concept at the set's K)::
     hook         string          hook name the representations came from
     k            int64           number of concepts in the cut
     size         int64           number of member occurrences
-    label        string|null     first usable label (status ok), else null
+    label        string|null     first accepted label (status ok), else null
     labels       list<struct>    every label with provenance: label, status, template,
-                                 template_version, model, backend, raw, words_as, n_context
+                                 template_version, model, backend, raw, words_as, n_context,
+                                 reason (why not accepted), key (input fingerprint),
+                                 members_fp (member-occurrence fingerprint)
     members      list<struct>    word, word_id, sentence (global id), index (word position)
     parent       int64|null      super-concept node id
     children     list<int64>     sub-concept node ids
@@ -28,7 +30,7 @@ from typing import Any
 from .model import ConceptSet
 
 LABEL_FIELDS = ("label", "status", "template", "template_version", "model", "backend", "raw",
-                "words_as", "n_context")
+                "words_as", "n_context", "reason", "key", "members_fp")
 
 
 def features() -> Any:
@@ -50,7 +52,7 @@ def concept_rows(cs: ConceptSet) -> list[dict[str, Any]]:
     rows = []
     wid = cs.column("word_id", -1)
     for c in cs.concepts():
-        ok = [lab for lab in c.labels if lab.status == "ok" and lab.label]
+        ok = [lab for lab in c.labels if lab.accepted]
         rows.append({
             "concept_id": c.id, "layer": cs.layer, "hook": cs.hook, "k": cs.k, "size": c.size,
             "label": ok[0].label if ok else None,

@@ -6,9 +6,11 @@
   at least ``min_tag_count`` clustered occurrences) that at least one concept aligns with.
   :func:`tags_from_points` gives per-member tag sets for POS, NER (entity types only; a
   word outside any entity carries no NER tag) and gold word categories.
-* :func:`judge_labels`: an LLM judge rates each label acceptable/unacceptable and, when
-  acceptable, precise/imprecise (the human protocol of Mousi et al.; they report 90.7%
-  acceptable). Failed judgements are counted, not dropped silently.
+* :func:`judge_labels`: an LLM judge rates each accepted label acceptable/unacceptable and,
+  when acceptable, precise/imprecise (the human protocol of Mousi et al.; they report 90.7%
+  acceptable). Each verdict is read from the next-token distribution of a yes/no question
+  (P(yes) vs P(no)), so a small model still gives one; without distributions the chat
+  answer is parsed and the report says so. Failed judgements are counted, not dropped.
 * :func:`label_agreement`: two labelling runs/models compared: exact match after
   normalising, mean word-Jaccard, Cohen's kappa (meaningful for the POS/lexical
   templates), and optionally an LLM's same-concept verdict.
@@ -28,10 +30,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from tl_concepts.llm.base import LLM
+from tl_concepts._sync import run_sync
+from tl_concepts.llm.base import LLM, Message
 
 from .model import ConceptLabel, ConceptSet
-from .prompts import parse_agree, parse_judge, render_agree, render_judge
+from .prompts import parse_agree, parse_judge, render_agree, render_judge, render_judge_question
 
 
 @dataclass
@@ -157,13 +160,27 @@ class Judgement:
     """One judged label."""
 
     concept_id: int
+    """The concept judged."""
     label: str
+    """The label judged."""
     acceptable: bool | None
-    """None when the judge's answer failed or was unparseable."""
+    """Does the label describe what most words share? None when the judge gave no verdict."""
     precise: bool | None
+    """Acceptable and specific to the group (never True for an unacceptable label)."""
     raw: str | None
+    """The judge's chat answer (fallback path only)."""
     model: str = ""
+    """The judge model."""
     failure: str = ""
+    """Why there is no verdict (a failure kind), else empty."""
+    p_acceptable: float | None = None
+    """P(yes) / (P(yes) + P(no)) of the next token after the acceptability question."""
+    p_precise: float | None = None
+    """The same for the precision question."""
+    method: str = ""
+    """How the verdict was read: the distribution method (``logits``, ``prompt_logprobs``,
+    ``chat_top_logprobs``) or ``chat`` (the chat answer parsed, because the LLM gave no
+    next-token distributions)."""
 
 
 @dataclass
@@ -171,9 +188,9 @@ class JudgeReport:
     """Label quality as rated by an LLM judge."""
 
     n_labels: int
-    """Labels sent to the judge (usable labels only; refusals are counted apart)."""
+    """Labels sent to the judge (accepted labels only; the others are counted apart)."""
     n_judged: int
-    """Labels with a parseable verdict."""
+    """Labels with a verdict."""
     n_acceptable: int
     n_precise: int
     """Acceptable and precise."""
@@ -182,6 +199,10 @@ class JudgeReport:
     n_refused_labels: int = 0
     """Concepts whose labelling was refused / filtered (not judged)."""
     judgements: list[Judgement] = field(default_factory=list)
+    n_rejected_labels: int = 0
+    """Concepts whose label the gate rejected (not judged)."""
+    methods: dict[str, int] = field(default_factory=dict)
+    """How many verdicts were read each way (see :attr:`Judgement.method`)."""
 
     @property
     def acceptable_rate(self) -> float:
@@ -192,55 +213,122 @@ class JudgeReport:
         """Precise among acceptable."""
         return self.n_precise / self.n_acceptable if self.n_acceptable else 0.0
 
+    @property
+    def mean_p_acceptable(self) -> float | None:
+        """Mean P(yes) of the acceptability question over the distribution verdicts."""
+        ps = [j.p_acceptable for j in self.judgements if j.p_acceptable is not None]
+        return sum(ps) / len(ps) if ps else None
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(acceptable_rate=self.acceptable_rate, precise_rate=self.precise_rate)
+        d.update(acceptable_rate=self.acceptable_rate, precise_rate=self.precise_rate,
+                 mean_p_acceptable=self.mean_p_acceptable)
         return d
 
     def describe(self) -> str:
+        how = ", ".join(f"{n} from {'parsed chat answers (no next-token distributions)' if m == 'chat' else m + ' P(yes)'}"
+                        for m, n in sorted(self.methods.items()))
+        mp = self.mean_p_acceptable
         return (f"judge: {self.n_acceptable}/{self.n_judged} acceptable ({self.acceptable_rate:.1%}), "
-                f"{self.n_precise}/{self.n_acceptable} of those precise ({self.precise_rate:.1%}); "
-                f"{self.n_failed} judge failures, {self.n_refused_labels} refused labels")
+                f"{self.n_precise}/{self.n_acceptable} of those precise ({self.precise_rate:.1%})"
+                + (f", mean P(acceptable) {mp:.2f}" if mp is not None else "")
+                + f"; {self.n_failed} judge failures, {self.n_refused_labels} refused and "
+                f"{self.n_rejected_labels} rejected labels not judged" + (f"; verdicts: {how}" if how else ""))
+
+
+YES = ("Yes", "yes", " Yes", " yes")
+NO = ("No", "no", " No", " no")
+DISTRIBUTION_METHODS = frozenset({"logits", "prompt_logprobs", "chat_top_logprobs"})
+"""Distribution methods a verdict is read from (``json``, numbers asked as text, is not one)."""
+
+
+def prompt_text(llm: LLM, messages: Sequence[Message]) -> str:
+    """The plain prompt for next-token questions: the backend's chat template when it has one
+    (the in-process backend), else a ``Role: text`` layout ending in ``Assistant:``."""
+    render = getattr(llm, "render_chat", None)
+    if callable(render):
+        return render(list(messages))
+    return "\n\n".join(f"{m.role.capitalize()}: {m.content}" for m in messages) + "\n\nAssistant:"
+
+
+async def ayes_probability(llm: LLM, messages: Sequence[Message], *, stage: str = "concepts.judge"
+                           ) -> tuple[float | None, str, str]:
+    """(P(yes) / (P(yes) + P(no)), method, failure kind) of the answer's first token.
+
+    Yes and no are each summed over their spellings (``Yes``, ``yes``, with and without a
+    leading space). A failed call, the ``json`` fallback or zero mass gives ``(None, method,
+    kind)``.
+    """
+    prompt = prompt_text(llm, messages)
+    dist = await llm.anext_token_distributions(prompt, [len(prompt)], [*YES, *NO], stage=stage)
+    if not dist.ok:
+        return None, "", dist.failure.kind if dist.failure else "error"
+    if dist.method not in DISTRIBUTION_METHODS:
+        return None, str(dist.method), "no_logprobs"
+    row = dist.probs[0]
+    py, pn = sum(row.get(c, 0.0) for c in YES), sum(row.get(c, 0.0) for c in NO)
+    if py + pn <= 0:
+        return None, str(dist.method), "no_mass"
+    return py / (py + pn), str(dist.method), ""
 
 
 async def ajudge_labels(cs: ConceptSet, labels: Sequence[ConceptLabel], judge: LLM, *, n_context: int = 0,
                         batch_size: int = 16) -> JudgeReport:
-    """Async :func:`judge_labels`."""
-    usable = [lab for lab in labels if lab.status == "ok" and lab.label]
+    """Awaitable :func:`judge_labels`."""
+    usable = [lab for lab in labels if lab.accepted]
     refused = sum(1 for lab in labels if lab.status in ("refusal", "content_filter"))
+    rejected = sum(1 for lab in labels if lab.status == "rejected")
 
-    async def one(lab: ConceptLabel) -> Judgement:
-        c = cs.concept(lab.concept_id)
-        ctx = cs.contexts(c, n_context) if n_context else []
-        res = await judge.achat(render_judge(c.words, lab.label or "", ctx), temperature=0.0,
+    async def by_chat(lab: ConceptLabel, words: list[str], ctx: list[tuple[str, str]]) -> Judgement:
+        res = await judge.achat(render_judge(words, lab.label or "", ctx), temperature=0.0,
                                 max_tokens=48, json_output=True, stage="concepts.judge")
         text = res.text if res.ok else (res.failure.raw if res.failure and res.failure.kind == "unparseable" else None)
         if text is None:
             return Judgement(lab.concept_id, lab.label or "", None, None, None, res.model,
-                             res.failure.kind if res.failure else "error")
+                             res.failure.kind if res.failure else "error", method="chat")
         # the layer's JSON check failed: the raw answer may still say yes/no in words
         verdict = parse_judge(text)
         if verdict is None:
-            return Judgement(lab.concept_id, lab.label or "", None, None, text, res.model, "unparseable")
-        return Judgement(lab.concept_id, lab.label or "", verdict[0], verdict[1], text, res.model)
+            return Judgement(lab.concept_id, lab.label or "", None, None, text, res.model, "unparseable",
+                             method="chat")
+        return Judgement(lab.concept_id, lab.label or "", verdict[0], verdict[1], text, res.model, method="chat")
+
+    async def one(lab: ConceptLabel) -> Judgement:
+        c = cs.concept(lab.concept_id)
+        ctx = cs.contexts(c, n_context) if n_context else []
+        (pa, method, fail), (pp, _, _) = await asyncio.gather(
+            ayes_probability(judge, render_judge_question(c.words, lab.label or "", "acceptable", ctx)),
+            ayes_probability(judge, render_judge_question(c.words, lab.label or "", "precise", ctx)))
+        if pa is None:  # no distributions from this LLM: read the chat answer instead
+            return await by_chat(lab, c.words, ctx)
+        acceptable = pa > 0.5
+        precise = bool(acceptable and pp is not None and pp > 0.5)
+        return Judgement(lab.concept_id, lab.label or "", acceptable, precise, None, getattr(judge, "model", ""),
+                         p_acceptable=pa, p_precise=pp, method=method)
 
     js: list[Judgement] = []
     for s in range(0, len(usable), batch_size):
         js.extend(await asyncio.gather(*(one(lab) for lab in usable[s:s + batch_size])))
     ok = [j for j in js if j.acceptable is not None]
-    return JudgeReport(len(usable), len(ok), sum(j.acceptable for j in ok), sum(bool(j.precise) for j in ok),
-                       len(js) - len(ok), refused, js)
+    methods = dict(Counter(j.method for j in ok))
+    return JudgeReport(len(usable), len(ok), sum(bool(j.acceptable) for j in ok), sum(bool(j.precise) for j in ok),
+                       len(js) - len(ok), refused, js, rejected, methods)
 
 
 def judge_labels(cs: ConceptSet, labels: Sequence[ConceptLabel], judge: LLM, *, n_context: int = 0,
                  batch_size: int = 16) -> JudgeReport:
-    """Rate every usable label acceptable/unacceptable and precise/imprecise.
+    """Rate every accepted label acceptable/unacceptable and precise/imprecise.
+
+    The judge answers two yes/no questions; the verdict is read from the next-token
+    distribution (P(yes) vs P(no)), so even a small model gives a verdict and a probability.
+    An LLM without distributions is asked for a JSON answer instead (``method="chat"``).
+    Works inside a running event loop.
 
     Example:
-        >>> rep = judge_labels(cs, labels, get_llm("openai:gpt-4o-mini"))  # doctest: +SKIP
+        >>> rep = judge_labels(cs, labels, get_llm("in-process"))          # doctest: +SKIP
         >>> print(rep.describe())                                          # doctest: +SKIP
     """
-    return asyncio.run(ajudge_labels(cs, labels, judge, n_context=n_context, batch_size=batch_size))
+    return run_sync(ajudge_labels(cs, labels, judge, n_context=n_context, batch_size=batch_size))
 
 
 # -- agreement between two runs -----------------------------------------------------------
@@ -297,8 +385,8 @@ def label_agreement(a: Sequence[ConceptLabel], b: Sequence[ConceptLabel], *, jud
         >>> r = label_agreement(x, y); (r.n_common, r.n_exact)
         (2, 1)
     """
-    la = {x.concept_id: x.label for x in a if x.status == "ok" and x.label}
-    lb = {x.concept_id: x.label for x in b if x.status == "ok" and x.label}
+    la = {x.concept_id: x.label for x in a if x.accepted}
+    lb = {x.concept_id: x.label for x in b if x.accepted}
     common = sorted(set(la) & set(lb))
     na = [normalise_label(la[i]) for i in common]
     nb = [normalise_label(lb[i]) for i in common]
@@ -317,6 +405,6 @@ def label_agreement(a: Sequence[ConceptLabel], b: Sequence[ConceptLabel], *, jud
                 return parse_agree(res.text or "") if res.ok else None
             return list(await asyncio.gather(*(one(i) for i in common)))
 
-        verdicts = [v for v in asyncio.run(run()) if v is not None]
+        verdicts = [v for v in run_sync(run()) if v is not None]
         rep.n_llm_same, rep.n_llm_judged = sum(verdicts), len(verdicts)
     return rep

@@ -1,20 +1,39 @@
-"""Label concepts with an LLM, resumably.
+"""Label concepts with an LLM, resumably, and never with a stale or unearned label.
 
 Every concept is one chat request through ``tl_concepts.llm``; requests of a batch run
 concurrently (``asyncio.gather``; the LLM layer applies its own concurrency cap), and each
-finished batch is written atomically to a JSON-lines :class:`LabelStore`, so a rerun
-skips the concepts already answered. Refusals and content-filter blocks are recorded as
-such (with the raw answer), never replaced by a made-up label. Transport errors
-(``error``) are retried on the next run.
+finished batch is written atomically to a JSON-lines :class:`LabelStore`.
+
+**What a label is keyed by.** A stored label is reused only for the exact inputs that
+produced it: its ``key`` is the fingerprint of the concept's member occurrences (sentence,
+word position, word; not the node id, which another clustering gives to other words), the
+rendered prompt (template name, version, words shown, context sentences), the label options
+and the LLM (``llm.cache_identity()``: backend, model, base URL, weights; plus temperature and
+max_tokens). A re-clustering, another template or another LLM means a fresh request.
+
+**Runs heal.** A label that failed for a transient reason (``retries_exhausted``,
+``transient``: see :func:`tl_concepts.llm.base.is_transient`) is asked again on the next run;
+a permanent per-item answer (``refusal``, ``content_filter``, ``unparseable``, a ``rejected``
+label) stays with its reason until ``retry_failed=True``. A fatal LLM error
+(:class:`tl_concepts.errors.LLMError`: wrong key, unreachable server, ...) stops labelling;
+the batches finished before it stay saved.
+
+**The label gate.** An answer that echoes the member words, is longer than 8 words, is
+empty or ``NA``, or was cut at max_tokens is recorded as ``rejected`` with its reason and
+its raw text (see :func:`~tl_concepts.concepts.prompts.label_gate`); only status ``ok``
+counts as an accepted label.
 
 Example:
     >>> from tl_concepts.llm import get_llm                            # doctest: +SKIP
     >>> labels = label_concepts(cs, get_llm("in-process"), "runs/x/labels.jsonl")  # doctest: +SKIP
+    >>> cs                                                             # doctest: +SKIP
+    ConceptSet(K=40, blocks.3.hook_resid_post, 1600 occurrences, 40 labelled: 12 accepted)
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +41,29 @@ from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from tl_concepts.llm.base import LLM, ChatResult
+from tl_concepts._sync import run_sync
+from tl_concepts.crash import crashpoint
+from tl_concepts.errors import LLMError
+from tl_concepts.fingerprint import fingerprint
+from tl_concepts.llm.base import LLM, ChatResult, Message, is_transient
 
-from .model import Concept, ConceptLabel, ConceptSet, _atomic_text
-from .prompts import TEMPLATES, LabelTemplate
+from .model import ACCEPTED, Concept, ConceptLabel, ConceptSet, _atomic_text
+from .prompts import TEMPLATES, LabelTemplate, default_template, label_gate
 
-RETRY_STATUSES = frozenset({"error"})
-"""Label statuses that a rerun asks again."""
+log = logging.getLogger("tl_concepts.concepts")
+
+PERMANENT_FAILURES = frozenset({"refusal", "content_filter", "unparseable"})
+"""Failure kinds recorded under their own name as the label status."""
 
 
 @dataclass
 class LabelOptions:
     """How concepts are shown to the labelling LLM."""
 
-    template: str = "label-general"
-    """Template name in :data:`~tl_concepts.concepts.prompts.TEMPLATES`."""
+    template: str | None = None
+    """Template name in :data:`~tl_concepts.concepts.prompts.TEMPLATES`; None picks
+    :func:`~tl_concepts.concepts.prompts.default_template` for the LLM (``label-fewshot`` for
+    the embedded SmolLM2, ``label-general`` otherwise)."""
     words_as: str = "tokens"
     """``tokens`` (every member, with repeats) or ``types`` (distinct words)."""
     n_context: int = 0
@@ -51,27 +78,45 @@ class LabelOptions:
     """Concepts per concurrent batch (and per atomic save)."""
 
 
+def llm_identity(llm: LLM) -> dict:
+    """What about ``llm`` determines its answers (``llm.cache_identity()``; never secrets)."""
+    return dict(llm.cache_identity())
+
+
 class LabelStore:
-    """Labels on disk: one JSON line per (concept, template, version); atomic rewrites."""
+    """Labels on disk: one JSON line per label, keyed by :attr:`ConceptLabel.key`; atomic rewrites.
+
+    A store keeps every label it was given (several clusterings, templates or LLMs may share a
+    file); :func:`label_concepts` picks the ones whose key matches the current inputs. Lines
+    without a key (written by an older version) are ignored: what produced them is unknown.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.records: dict[tuple[int, str, str], ConceptLabel] = {}
+        self.records: dict[str, ConceptLabel] = {}
         if self.path.exists():
+            ignored = 0
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     lab = ConceptLabel.from_dict(json.loads(line))
-                    self.records[(lab.concept_id, lab.template, lab.template_version)] = lab
+                    if lab.key:
+                        self.records[lab.key] = lab
+                    else:
+                        ignored += 1
+            if ignored:
+                log.warning("%s: %d labels without an input key (older format) are ignored and will be asked again",
+                            self.path, ignored)
 
-    def done(self, concept_id: int, template: LabelTemplate) -> bool:
-        """True when the concept has an answer for this template that needs no retry."""
-        lab = self.records.get((concept_id, template.name, template.version))
-        return lab is not None and lab.status not in RETRY_STATUSES
+    def get(self, key: str) -> ConceptLabel | None:
+        """The stored label with this key, if any."""
+        return self.records.get(key)
 
     def add(self, labels: Iterable[ConceptLabel]) -> None:
         """Add labels and rewrite the file atomically."""
         for lab in labels:
-            self.records[(lab.concept_id, lab.template, lab.template_version)] = lab
+            if not lab.key:
+                raise ValueError("a stored label needs its input key")
+            self.records[lab.key] = lab
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_text(self.path, "".join(json.dumps(r.to_dict()) + "\n" for r in self.records.values()))
 
@@ -80,70 +125,132 @@ class LabelStore:
         return [r for r in self.records.values() if template is None or r.template == template]
 
 
-def _to_label(concept: Concept, res: ChatResult, tpl: LabelTemplate, opts: LabelOptions,
-              n_ctx: int, llm: LLM) -> ConceptLabel:
-    base = dict(concept_id=concept.id, template=tpl.name, template_version=tpl.version,
+def needs_label(lab: ConceptLabel | None, retry_failed: bool = False) -> bool:
+    """True when a concept must be (re)labelled: no label yet, a transient failure, or, with
+    ``retry_failed``, any label that was not accepted."""
+    if lab is None:
+        return True
+    if lab.status == ACCEPTED:
+        return False
+    return retry_failed or is_transient(lab.reason)
+
+
+@dataclass
+class _Request:
+    concept: Concept
+    messages: list[Message]
+    n_context: int
+    key: str
+    members_fp: str
+
+
+def _request(cs: ConceptSet, cid: int, tpl: LabelTemplate, opts: LabelOptions, llm_id: dict,
+             max_tokens: int) -> _Request:
+    c = cs.concept(cid)
+    ctx = cs.contexts(c, opts.n_context) if opts.n_context else []
+    msgs = tpl.render(c.words, ctx, opts.words_as, opts.max_words)
+    members_fp = cs.members_fingerprint(c)
+    key = fingerprint({
+        "members": members_fp, "template": [tpl.name, tpl.version],
+        "options": {"words_as": opts.words_as, "n_context": opts.n_context, "max_words": opts.max_words},
+        "messages": [[m.role, m.content] for m in msgs],
+        "llm": llm_id, "temperature": float(opts.temperature), "max_tokens": int(max_tokens),
+    })
+    return _Request(c, msgs, len(ctx), key, members_fp)
+
+
+def _to_label(req: _Request, res: ChatResult, tpl: LabelTemplate, opts: LabelOptions, llm: LLM) -> ConceptLabel:
+    base = dict(concept_id=req.concept.id, template=tpl.name, template_version=tpl.version,
                 model=res.model or llm.model, backend=res.backend or llm.name,
-                words_as=opts.words_as, n_context=n_ctx)
+                words_as=opts.words_as, n_context=req.n_context, key=req.key, members_fp=req.members_fp)
     if not res.ok:
         f = res.failure
         kind = f.kind if f else "error"
-        status = kind if kind in ("refusal", "content_filter", "unparseable") else "error"
-        return ConceptLabel(label=None, status=status, raw=f.raw if f else None,
-                            message=f"{kind}: {f.message}" if f else "no answer", **base)
+        msg = f"{kind}: {f.message}" if f else "no answer"
+        if kind == "truncated":
+            return ConceptLabel(label=None, status="rejected", reason="truncated", raw=f.raw if f else None,
+                                message=msg, **base)
+        status = kind if kind in PERMANENT_FAILURES else "error"
+        return ConceptLabel(label=None, status=status, reason=kind, raw=f.raw if f else None, message=msg, **base)
     parsed = tpl.parse(res.text or "")
-    return ConceptLabel(label=parsed.label, status=parsed.status, raw=res.text, **base)
+    if parsed.status != "ok":
+        return ConceptLabel(label=None, status=parsed.status, reason=parsed.status, raw=res.text, **base)
+    why = label_gate(parsed.label, req.concept.words)
+    if why is not None:
+        return ConceptLabel(label=None, status="rejected", reason=why, raw=res.text,
+                            message=f"not accepted: {why} (parsed {parsed.label!r})", **base)
+    return ConceptLabel(label=parsed.label, status=ACCEPTED, raw=res.text, **base)
 
 
 async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | str | os.PathLike | None = None,
                           options: LabelOptions | None = None, *, ids: Sequence[int] | None = None,
-                          progress: bool = True) -> list[ConceptLabel]:
-    """Async :func:`label_concepts`."""
+                          retry_failed: bool = False, progress: bool = True) -> list[ConceptLabel]:
+    """Awaitable :func:`label_concepts` (for code already inside an event loop)."""
     opts = options or LabelOptions()
-    if opts.template not in TEMPLATES:
-        raise ValueError(f"unknown template {opts.template!r}; choose one of {sorted(TEMPLATES)}")
-    tpl = TEMPLATES[opts.template]
+    name = opts.template or default_template(llm)
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown template {name!r}; choose one of {sorted(TEMPLATES)}")
+    tpl = TEMPLATES[name]
     st = store if isinstance(store, LabelStore) or store is None else LabelStore(store)
-    todo_ids = list(ids) if ids is not None else concepts.concept_ids()
-    todo = [i for i in todo_ids if st is None or not st.done(i, tpl)]
-    out: list[ConceptLabel] = []
-    bar = tqdm(total=len(todo_ids), initial=len(todo_ids) - len(todo), desc=f"labelling ({tpl.name})",
+    llm_id = llm_identity(llm)
+    max_tokens = opts.max_tokens or tpl.max_tokens
+    wanted = list(ids) if ids is not None else concepts.concept_ids()
+    reqs = {cid: _request(concepts, cid, tpl, opts, llm_id, max_tokens) for cid in wanted}
+    found: dict[int, ConceptLabel] = {}
+    if st is not None:
+        for cid, rq in reqs.items():
+            lab = st.get(rq.key)
+            if lab is not None:  # same members under another node id: the same label
+                found[cid] = lab if lab.concept_id == cid else ConceptLabel.from_dict({**lab.to_dict(), "concept_id": cid})
+    todo = [cid for cid in wanted if needs_label(found.get(cid), retry_failed)]
+    bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc=f"labelling ({tpl.name})",
                disable=not progress, unit="concept")
 
     async def one(cid: int) -> ConceptLabel:
-        c = concepts.concept(cid)
-        ctx = concepts.contexts(c, opts.n_context) if opts.n_context else []
-        msgs = tpl.render(c.words, ctx, opts.words_as, opts.max_words)
-        res = await llm.achat(msgs, temperature=opts.temperature,
-                              max_tokens=opts.max_tokens or tpl.max_tokens, stage="concepts.label")
-        return _to_label(c, res, tpl, opts, len(ctx), llm)
+        rq = reqs[cid]
+        res = await llm.achat(rq.messages, temperature=opts.temperature, max_tokens=max_tokens,
+                              stage="concepts.label")
+        return _to_label(rq, res, tpl, opts, llm)
 
     try:
         for start in range(0, len(todo), opts.batch_size):
-            batch = await asyncio.gather(*(one(i) for i in todo[start:start + opts.batch_size]))
-            if st is not None:
-                st.add(batch)
-            out.extend(batch)
-            bar.update(len(batch))
+            got = await asyncio.gather(*(one(i) for i in todo[start:start + opts.batch_size]),
+                                       return_exceptions=True)
+            done = [g for g in got if isinstance(g, ConceptLabel)]
+            if st is not None and done:
+                st.add(done)  # what finished is kept even when another request of the batch failed fatally
+            for lab in done:
+                found[int(lab.concept_id)] = lab
+            bar.update(len(done))
+            errors = [g for g in got if isinstance(g, BaseException)]
+            if errors:
+                fatal = next((e for e in errors if isinstance(e, LLMError)), errors[0])
+                raise fatal
+            crashpoint("labels.batch")
     finally:
         bar.close()
-    done = st.labels(tpl.name) if st is not None else out
-    wanted = set(todo_ids)
-    result = [lab for lab in done if lab.concept_id in wanted and lab.template_version == tpl.version]
+    result = [found[cid] for cid in wanted if cid in found]
     concepts.add_labels(result)
     return sorted(result, key=lambda r: r.concept_id)
 
 
 def label_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | str | os.PathLike | None = None,
                    options: LabelOptions | None = None, *, ids: Sequence[int] | None = None,
-                   progress: bool = True) -> list[ConceptLabel]:
-    """Label every concept (or ``ids``) of ``concepts``; skip those already in ``store``.
+                   retry_failed: bool = False, progress: bool = True) -> list[ConceptLabel]:
+    """Label every concept (or ``ids``) of ``concepts``; reuse labels in ``store`` whose inputs
+    are unchanged (see the module docstring). Works inside a running event loop too.
 
-    Returns the labels of the requested concepts for this template (old and new) and
-    attaches them to ``concepts``.
+    Returns the labels of the requested concepts (old and new) and attaches them to
+    ``concepts``. ``retry_failed=True`` asks again for every label that was not accepted.
 
     Example:
         >>> labs = label_concepts(cs, llm, "runs/x/labels.jsonl",              # doctest: +SKIP
         ...                       LabelOptions(template="label-pos", words_as="types"))
+        >>> sum(lab.accepted for lab in labs)                                   # doctest: +SKIP
+        31
     """
-    return asyncio.run(alabel_concepts(concepts, llm, store, options, ids=ids, progress=progress))
+    return run_sync(alabel_concepts(concepts, llm, store, options, ids=ids, retry_failed=retry_failed,
+                                    progress=progress))
+
+
+__all__ = ["LabelOptions", "LabelStore", "alabel_concepts", "label_concepts", "llm_identity", "needs_label"]

@@ -27,10 +27,15 @@ from typing import Any, Iterable, Literal
 
 import numpy as np
 from tl_concepts.atomic import atomic_write, write_text
+from tl_concepts.fingerprint import fingerprint
+from tl_concepts.results import ResultTable
 
 from .tree import ConceptTree
 
-LabelStatus = Literal["ok", "refusal", "content_filter", "unparseable", "error"]
+LabelStatus = Literal["ok", "rejected", "refusal", "content_filter", "unparseable", "error"]
+
+ACCEPTED = "ok"
+"""The one status of an accepted label; every other status is counted as not accepted."""
 
 
 @dataclass
@@ -40,11 +45,13 @@ class ConceptLabel:
     concept_id: int
     """Node id of the concept in the merge tree (or the cluster id of an imported release)."""
     label: str | None
-    """The parsed label (``"NA"`` is a valid answer of the lexical/POS prompts); None when
-    there is no usable answer (see ``status``)."""
+    """The accepted label; None when the answer was not accepted (see ``status``/``reason``;
+    the answer itself is kept in ``raw``)."""
     status: str
-    """``ok``, ``refusal`` (the model declined, e.g. sensitive content), ``content_filter``,
-    ``unparseable``, or ``error`` (transport failures; retried on a rerun)."""
+    """``ok`` (accepted), ``rejected`` (answered, but the label gate refused it: an echo of
+    the member words, too long, empty, ``NA``, or cut at max_tokens), ``refusal`` (the model
+    declined), ``content_filter``, ``unparseable``, or ``error`` (another failure; ``reason``
+    says which kind, and a transient kind is retried on the next run)."""
     template: str
     """Prompt template name, e.g. ``label-general``."""
     template_version: str
@@ -61,6 +68,21 @@ class ConceptLabel:
     """Number of context sentences shown."""
     message: str = ""
     """Failure detail, when there was one."""
+    reason: str = ""
+    """Why the label is not accepted: a gate reason (``echo``, ``too_long``, ``empty``,
+    ``na``, ``truncated``) or the LLM failure kind (``retries_exhausted``, ``refusal``, ...);
+    empty for an accepted label."""
+    key: str = ""
+    """Fingerprint of everything that produced this label: the concept's member occurrences,
+    the prompt (template, version, options) and the LLM (identity and sampling settings)."""
+    members_fp: str = ""
+    """Fingerprint of the concept's member occurrences (sentence, position, word) alone; a
+    label is attached only to a concept with exactly these members."""
+
+    @property
+    def accepted(self) -> bool:
+        """True when the label passed the gate (status ``ok``)."""
+        return self.status == ACCEPTED and bool(self.label)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,8 +124,12 @@ class Concept:
         return [w for w, _ in sorted(Counter(self.words).items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
-class ConceptSet:
-    """Concepts at one layer and one K, over a table of clustered word occurrences."""
+class ConceptSet(ResultTable):
+    """Concepts at one layer and one K, over a table of clustered word occurrences.
+
+    ``rows()`` / ``to_pandas()`` / ``to_dataset()`` give one flat row per concept; in a
+    notebook the set shows each concept's label, words and a few contexts.
+    """
 
     def __init__(self, points: dict[str, list[Any]], *, k: int, tree: ConceptTree | None = None,
                  assignment: np.ndarray | None = None, sentences: list[str] | None = None,
@@ -180,15 +206,109 @@ class ConceptSet:
                     return out
         return out
 
+    def members_fingerprint(self, concept: Concept | int) -> str:
+        """Fingerprint of a concept's member occurrences: the sorted (sentence, word
+        position, word) triples. Independent of the node id and of row order."""
+        c = self.concept(concept) if isinstance(concept, (int, np.integer)) else concept
+        sent, idx, text = self.points["sentence"], self.points["index"], self.points["text"]
+        occ = sorted((int(sent[m]), int(idx[m]), str(text[m])) for m in c.members)
+        return fingerprint(occ)
+
     def add_labels(self, labels: Iterable[ConceptLabel]) -> None:
-        """Attach labels (replacing an earlier label of the same template and version)."""
+        """Attach labels (replacing an earlier label of the same template and version).
+
+        A label that carries a member fingerprint is attached only when the concept with
+        its id has exactly those members here; others are dropped (they belong to another
+        clustering)."""
+        fps: dict[int, str | None] = {}
         for lab in labels:
-            lst = self.labels.setdefault(int(lab.concept_id), [])
+            cid = int(lab.concept_id)
+            if lab.members_fp:
+                if cid not in fps:
+                    try:
+                        fps[cid] = self.members_fingerprint(cid)
+                    except KeyError:
+                        fps[cid] = None
+                if fps[cid] != lab.members_fp:
+                    continue
+            lst = self.labels.setdefault(cid, [])
             lst[:] = [x for x in lst if (x.template, x.template_version) != (lab.template, lab.template_version)]
             lst.append(lab)
 
     def column(self, name: str, default: Any = "") -> list[Any]:
         return self.points.get(name, [default] * self.n_points)
+
+    def label_of(self, concept_id: int) -> ConceptLabel | None:
+        """The label shown for a concept: its first accepted label, else its latest one."""
+        labs = self.labels.get(int(concept_id), [])
+        ok = [lab for lab in labs if lab.accepted]
+        return ok[0] if ok else (labs[-1] if labs else None)
+
+    # -- typed results ----------------------------------------------------------------------
+    def rows(self, top_words: int = 10) -> list[dict[str, Any]]:
+        """One flat row per concept at this K.
+
+        Columns: ``concept_id``, ``layer``, ``hook``, ``k``, ``n_occurrences``, ``n_types``,
+        ``top_words`` (the ``top_words`` most frequent types, comma separated), ``label``
+        (accepted label or None), ``label_status``, ``label_reason``, ``label_raw``,
+        ``label_template``, ``label_model``, ``parent``, ``n_children``.
+
+        Example:
+            >>> cs.to_pandas()[["concept_id", "label", "top_words"]].head()   # doctest: +SKIP
+        """
+        out = []
+        for c in self.concepts():
+            lab = self.label_of(c.id)
+            out.append({
+                "concept_id": c.id, "layer": self.layer, "hook": self.hook, "k": self.k,
+                "n_occurrences": c.size, "n_types": len(set(c.words)),
+                "top_words": ", ".join(c.types[:top_words]),
+                "label": lab.label if lab is not None and lab.accepted else None,
+                "label_status": lab.status if lab is not None else None,
+                "label_reason": (lab.reason or None) if lab is not None else None,
+                "label_raw": lab.raw if lab is not None else None,
+                "label_template": f"{lab.template}@{lab.template_version}" if lab is not None else None,
+                "label_model": lab.model if lab is not None else None,
+                "parent": c.parent, "n_children": len(c.children),
+            })
+        return out
+
+    def label_counts(self) -> dict[str, int]:
+        """How many concepts at this K have a label of each status (``ok`` = accepted)."""
+        from collections import Counter
+
+        return dict(Counter(lab.status for lab in (self.label_of(i) for i in self.concept_ids()) if lab))
+
+    def __repr__(self) -> str:
+        where = self.hook or (f"layer {self.layer}" if self.layer >= 0 else "no layer")
+        counts = self.label_counts()
+        n_lab = sum(counts.values())
+        tail = f", {n_lab} labelled: {counts.get(ACCEPTED, 0)} accepted" if n_lab else ""
+        return f"ConceptSet(K={self.k}, {where}, {self.n_points} occurrences{tail})"
+
+    def _repr_html_(self, max_concepts: int = 50, n_words: int = 12, n_contexts: int = 2) -> str:
+        from html import escape
+
+        head = f"<p><b>{escape(repr(self))}</b></p>"
+        rows = []
+        for c in self.concepts()[:max_concepts]:
+            lab = self.label_of(c.id)
+            if lab is None:
+                shown = "<i>unlabelled</i>"
+            elif lab.accepted:
+                shown = f"<b>{escape(lab.label or '')}</b>"
+            else:
+                why = lab.reason or lab.status
+                shown = f"<i>{escape(lab.status)} ({escape(why)})</i>"
+                if lab.raw:
+                    shown += f" <small>raw: {escape(lab.raw[:80])}</small>"
+            words = escape(", ".join(c.types[:n_words])) + (" ..." if len(c.types) > n_words else "")
+            ctx = "<br>".join(_marked_html(s, w) for w, s in self.contexts(c, n_contexts))
+            rows.append(f"<tr><td>{c.id}</td><td>{shown}</td><td>{c.size}</td><td>{words}</td>"
+                        f"<td>{ctx}</td></tr>")
+        more = (f"<p>... {self.k - max_concepts} more concepts</p>" if self.k > max_concepts else "")
+        return (head + "<table><tr><th>concept</th><th>label</th><th>n</th><th>words</th><th>contexts</th></tr>"
+                + "".join(rows) + "</table>" + more)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -202,7 +322,16 @@ class ConceptSet:
         arrays = ({"linkage": self.tree.linkage, "leaf_of_point": self.tree.leaf_of_point}
                   if self.tree is not None else {"assignment": self.assignment})
         atomic_write(d / "tree.npz", lambda tmp: _savez(tmp, arrays))
+        self.save_labels(d)
         return d
+
+    def save_labels(self, path: str | os.PathLike) -> Path:
+        """Write the attached labels to ``<path>/labels.json`` (read back by :meth:`load`)."""
+        d = Path(path)
+        d.mkdir(parents=True, exist_ok=True)
+        labels = [lab.to_dict() for labs in self.labels.values() for lab in labs]
+        _atomic_text(d / "labels.json", json.dumps(labels, indent=1, default=_json_default))
+        return d / "labels.json"
 
     @classmethod
     def load(cls, path: str | os.PathLike, k: int | None = None) -> "ConceptSet":
@@ -214,10 +343,23 @@ class ConceptSet:
         pts = json.loads((d / "points.json").read_text())
         arr = np.load(d / "tree.npz")
         tree = ConceptTree(arr["linkage"], arr["leaf_of_point"]) if "linkage" in arr else None
-        return cls(pts["points"], k=k or meta["k"], tree=tree,
-                   assignment=None if tree is not None else arr["assignment"],
-                   sentences=pts["sentences"], layer=meta.get("layer", -1), hook=meta.get("hook", ""),
-                   meta=meta)
+        cs = cls(pts["points"], k=k or meta["k"], tree=tree,
+                 assignment=None if tree is not None else arr["assignment"],
+                 sentences=pts["sentences"], layer=meta.get("layer", -1), hook=meta.get("hook", ""),
+                 meta=meta)
+        if (d / "labels.json").exists():  # labels whose members do not match are dropped
+            cs.add_labels(ConceptLabel.from_dict(x) for x in json.loads((d / "labels.json").read_text()))
+        return cs
+
+
+def _marked_html(sentence: str, word: str) -> str:
+    from html import escape
+
+    toks = sentence.split()
+    for i, t in enumerate(toks):
+        if t == word:
+            return " ".join(f"<mark>{escape(x)}</mark>" if j == i else escape(x) for j, x in enumerate(toks))
+    return escape(sentence)
 
 
 def _json_default(o: Any) -> Any:

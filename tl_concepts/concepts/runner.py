@@ -23,11 +23,14 @@ import numpy as np
 
 from tl_concepts.llm.base import LLM
 
-from .evaluation import AlignmentReport, JudgeReport, alignment_reports, judge_labels
+from .evaluation import AlignmentReport, JudgeReport, ajudge_labels, alignment_reports
 from .filters import FilterConfig, apply_filters
 from .inputs import ConceptInput, ConceptInputError, from_store
-from .labelling import LabelOptions, LabelStore, label_concepts
+from tl_concepts._sync import run_sync
+
+from .labelling import LabelOptions, LabelStore, alabel_concepts
 from .model import ConceptLabel, ConceptSet, _atomic_text
+from .prompts import default_template
 from .tree import ConceptTree
 from .ward import Agreement, agreement_with_exact, ward
 
@@ -159,14 +162,53 @@ def discover_layers(cfg: ConceptsConfig, layers: Sequence[int], inputs: Mapping[
     return out
 
 
-def labels_path(cfg: ConceptsConfig, cs: ConceptSet) -> Path:
-    """Where the labels of the configured template are kept."""
-    return cfg.out_dir(cs.layer) / f"labels-{cfg.label.template}.jsonl"
+def labels_path(cfg: ConceptsConfig, cs: ConceptSet, llm: LLM | None = None) -> Path:
+    """Where the labels of the configured template (or ``llm``'s default one) are kept."""
+    return cfg.out_dir(cs.layer) / f"labels-{cfg.label.template or default_template(llm)}.jsonl"
 
 
-def label(cs: ConceptSet, cfg: ConceptsConfig, llm: LLM, *, progress: bool = True) -> list[ConceptLabel]:
-    """Label every concept of ``cs`` (resumable; see :func:`~tl_concepts.concepts.labelling.label_concepts`)."""
-    return label_concepts(cs, llm, labels_path(cfg, cs), cfg.label, progress=progress)
+async def alabel(cs: ConceptSet, cfg: ConceptsConfig, llm: LLM, *, retry_failed: bool = False,
+                 progress: bool = True) -> list[ConceptLabel]:
+    """Awaitable :func:`label`."""
+    labels = await alabel_concepts(cs, llm, labels_path(cfg, cs, llm), cfg.label, retry_failed=retry_failed,
+                                   progress=progress)
+    if cfg.out or cfg.store:
+        cs.save_labels(cfg.out_dir(cs.layer))
+    return labels
+
+
+def label(cs: ConceptSet, cfg: ConceptsConfig, llm: LLM, *, retry_failed: bool = False,
+          progress: bool = True) -> list[ConceptLabel]:
+    """Label every concept of ``cs`` (resumable, keyed by inputs; see
+    :func:`~tl_concepts.concepts.labelling.label_concepts`); works inside a running event loop.
+
+    Example:
+        >>> labels = label(cs, cfg, get_llm("in-process"))     # doctest: +SKIP
+    """
+    return run_sync(alabel(cs, cfg, llm, retry_failed=retry_failed, progress=progress))
+
+
+def describe_labels(labels: Sequence[ConceptLabel], k: int | None = None) -> str:
+    """One line counting accepted labels first, then every other status with its reasons.
+
+    Example:
+        >>> from tl_concepts.concepts.model import ConceptLabel as L
+        >>> describe_labels([L(1, "verbs", "ok", "t", "v1"), L(2, None, "rejected", "t", "v1", reason="echo")], 2)
+        'labels: 1 accepted of 2 concepts; not accepted: 1 rejected (1 echo)'
+    """
+    from collections import Counter
+
+    n_ok = sum(lab.accepted for lab in labels)
+    line = f"labels: {n_ok} accepted" + (f" of {k} concepts" if k is not None else "")
+    rest = [lab for lab in labels if not lab.accepted]
+    if rest:
+        parts = []
+        for status, n in sorted(Counter(lab.status for lab in rest).items()):
+            why = Counter(lab.reason for lab in rest if lab.status == status and lab.reason and lab.reason != status)
+            detail = f" ({', '.join(f'{m} {r}' for r, m in sorted(why.items()))})" if why else ""
+            parts.append(f"{n} {status}{detail}")
+        line += "; not accepted: " + ", ".join(parts)
+    return line
 
 
 @dataclass
@@ -183,19 +225,27 @@ class EvaluationReport:
                 "judge": self.judge.to_dict() if self.judge else None}
 
 
-def evaluate(cs: ConceptSet, cfg: ConceptsConfig | None = None, *, labels: Sequence[ConceptLabel] | None = None,
-             judge: LLM | None = None, gold: Mapping[str, set[str]] | None = None,
-             save: bool = True) -> EvaluationReport:
-    """Alignment (POS, NER, gold categories) and, with ``judge``, LLM-judged label quality."""
+async def aevaluate(cs: ConceptSet, cfg: ConceptsConfig | None = None, *,
+                    labels: Sequence[ConceptLabel] | None = None, judge: LLM | None = None,
+                    gold: Mapping[str, set[str]] | None = None, save: bool = True) -> EvaluationReport:
+    """Awaitable :func:`evaluate`."""
     cfg = cfg or ConceptsConfig()
     rep = EvaluationReport(alignment_reports(cs, theta=cfg.theta, gold=gold))
     if judge is not None and labels:
-        rep.judge = judge_labels(cs, labels, judge, n_context=cfg.judge_context)
+        rep.judge = await ajudge_labels(cs, labels, judge, n_context=cfg.judge_context)
     if save and (cfg.out or cfg.store):
         out = cfg.out_dir(cs.layer)
         out.mkdir(parents=True, exist_ok=True)
         _atomic_text(out / "evaluation.json", json.dumps(rep.to_dict(), indent=1))
     return rep
+
+
+def evaluate(cs: ConceptSet, cfg: ConceptsConfig | None = None, *, labels: Sequence[ConceptLabel] | None = None,
+             judge: LLM | None = None, gold: Mapping[str, set[str]] | None = None,
+             save: bool = True) -> EvaluationReport:
+    """Alignment (POS, NER, gold categories) and, with ``judge``, LLM-judged label quality
+    (accepted labels only); works inside a running event loop."""
+    return run_sync(aevaluate(cs, cfg, labels=labels, judge=judge, gold=gold, save=save))
 
 
 def summary(cs: ConceptSet, labels: Sequence[ConceptLabel] = (), report: EvaluationReport | None = None,
@@ -214,10 +264,7 @@ def summary(cs: ConceptSet, labels: Sequence[ConceptLabel] = (), report: Evaluat
         a = cs.meta["agreement"]
         lines.append(f"agreement with exact Ward: ARI {a['ari']:.3f} on {a['n_sample']} sampled points at K={a['k']}")
     if labels:
-        from collections import Counter
-
-        st = Counter(lab.status for lab in labels)
-        lines.append("labels: " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())) + f" (of {cs.k})")
+        lines.append(describe_labels(labels, cs.k))
     if report is not None:
         lines += [r.describe() for r in report.alignment.values()]
         if report.judge is not None:

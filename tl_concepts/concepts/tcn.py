@@ -53,7 +53,7 @@ def write_tcn(cs: ConceptSet, root: str | os.PathLike) -> Path:
     for cid in cs.concept_ids():
         labs = cs.labels.get(cid, [])
         ann[str(cid)] = {
-            "labels": [lab.label for lab in labs if lab.status == "ok" and lab.label],
+            "labels": [lab.label for lab in labs if lab.accepted],
             "provenance": [lab.to_dict() for lab in labs],
             "parent": cs.tree.parent_of(cid) if cs.tree is not None else None,
             "children": cs.tree.children(cid) if cs.tree is not None else [],
