@@ -34,6 +34,14 @@ class InputError(TLConceptsError, ValueError):
     exit_code = 2
 
 
+class NotFoundError(InputError, KeyError):
+    """A named thing (hook point, column, concept, unit) does not exist; the message lists
+    what does. Also a ``KeyError``, for callers that catch that."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class StoreError(TLConceptsError):
     """An activation store (or another output folder) is missing, incomplete, corrupt or
     holds a different run."""
@@ -77,6 +85,6 @@ class LLMUnavailableError(LLMError):
 
 
 __all__ = [
-    "TLConceptsError", "ConfigError", "InputError", "StoreError", "StaleResultError",
+    "TLConceptsError", "ConfigError", "InputError", "NotFoundError", "StoreError", "StaleResultError",
     "FolderLockedError", "LLMError", "LLMAuthError", "LLMUnavailableError",
 ]

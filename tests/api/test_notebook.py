@@ -48,10 +48,14 @@ CELLS = [
     cs = tlc.find_concepts(store, layer=3, k=8, filters=FilterConfig(min_count=3))
     labels = tlc.label_concepts(cs, llm="openai:standin-model", progress=False)
     assert len(labels) == 8, len(labels)
+    cdf = cs.to_pandas()
+    assert len(cdf) == 8 and {"concept_id", "label", "label_status", "top_words"} <= set(cdf.columns)
+    assert "ConceptSet" in repr(cs) and "<" in cs._repr_html_()
     """,
     """
     probes = tlc.probe(store, "blocks.3.hook_resid_post", labels="pos", max_labels=3, progress=False)
-    assert probes is not None
+    pdf = probes.to_pandas()
+    assert len(pdf) >= 3 and "<" in probes._repr_html_()
     """,
     """
     import os

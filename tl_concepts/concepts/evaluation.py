@@ -24,6 +24,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import ConfigError
+
 import asyncio
 import re
 from collections import Counter
@@ -86,7 +88,7 @@ def alignment(members: Mapping[int, Sequence[int]], tags: Sequence[Iterable[str]
     (an empty set for none).
     """
     if not 0 < theta <= 1:
-        raise ValueError(f"theta must be in (0, 1]; got {theta}")
+        raise ConfigError(f"theta must be in (0, 1]; got {theta}")
     tag_sets = [frozenset(t) for t in tags]
     used_rows = sorted({r for rows in members.values() for r in rows})
     freq = Counter(t for r in used_rows for t in tag_sets[r])
@@ -128,7 +130,7 @@ def tags_from_points(cs: ConceptSet, tagset: str,
             for w in words:
                 by_word.setdefault(w.lower(), set()).add(cat)
         return [frozenset(by_word.get(_strip(t).lower(), ())) for t in cs.column("text")]
-    raise ValueError(f"unknown tagset {tagset!r}; use pos, ner or gold")
+    raise ConfigError(f"unknown tagset {tagset!r}; use pos, ner or gold")
 
 
 def _strip(word: str) -> str:
@@ -396,7 +398,7 @@ def label_agreement(a: Sequence[ConceptLabel], b: Sequence[ConceptLabel], *, jud
                           sum(jac) / len(jac) if jac else 0.0, cohen_kappa(na, nb))
     if judge is not None:
         if cs is None:
-            raise ValueError("an LLM agreement judge needs the ConceptSet (cs=) to show the words")
+            raise ConfigError("an LLM agreement judge needs the ConceptSet (cs=) to show the words")
 
         async def run() -> list[bool | None]:
             async def one(i: int) -> bool | None:

@@ -31,6 +31,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import ConfigError
+
 import json
 import re
 from collections import Counter
@@ -173,7 +175,7 @@ def word_list(words: Sequence[str], words_as: str, limit: int = 100) -> list[str
     if words_as == "types":
         return [w for w, _ in sorted(Counter(words).items(), key=lambda kv: (-kv[1], kv[0]))][:limit]
     if words_as != "tokens":
-        raise ValueError(f"words_as must be 'tokens' or 'types'; got {words_as!r}")
+        raise ConfigError(f"words_as must be 'tokens' or 'types'; got {words_as!r}")
     return list(words)[:limit]
 
 

@@ -13,6 +13,8 @@ Outputs under ``out`` (default ``<store>/concepts/layer{L}``): the concept set
 """
 from __future__ import annotations
 
+from tl_concepts.errors import ConfigError
+
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -76,7 +78,7 @@ class ConceptsConfig:
             return Path(self.out)
         if self.store:
             return Path(self.store) / "concepts" / f"layer{layer}"
-        raise ValueError("set ConceptsConfig.out (or store) to say where concepts are written")
+        raise ConfigError("set ConceptsConfig.out (or store) to say where concepts are written")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,14 +108,14 @@ def discover_concepts(cfg: ConceptsConfig, inp: ConceptInput | None = None, *, s
     """
     inp = inp if inp is not None else load_input(cfg)
     if cfg.k is not None and cfg.k < 1:
-        raise ValueError(f"k must be >= 1; got {cfg.k}")
+        raise ConfigError(f"k must be >= 1; got {cfg.k}")
     rows, report = apply_filters(inp.column("text"), cfg.filters, min_points=2)
     if cfg.k is None:
         from dataclasses import replace
 
         cfg = replace(cfg, k=default_k(len(rows)))
     if cfg.k > len(rows):
-        raise ValueError(
+        raise ConfigError(
             f"K={cfg.k} concepts asked for but only {len(rows)} word occurrences remain after filtering "
             f"({report.describe()}); lower -k or relax the filters")
     x = inp.representations[rows]
@@ -123,7 +125,7 @@ def discover_concepts(cfg: ConceptsConfig, inp: ConceptInput | None = None, *, s
     res = ward(x, mode=cfg.mode, k=cfg.k, n_micro=cfg.n_micro, memory_fraction=cfg.memory_fraction, seed=cfg.seed)
     tree = ConceptTree(res.linkage, res.leaf_of_point)
     if cfg.k > tree.n_leaves:
-        raise ValueError(f"K={cfg.k} exceeds the {tree.n_leaves} micro-clusters; raise n_micro")
+        raise ConfigError(f"K={cfg.k} exceeds the {tree.n_leaves} micro-clusters; raise n_micro")
     meta: dict[str, Any] = {
         "filters": report.to_dict(), "filter_config": asdict(cfg.filters), "mode": res.mode,
         "ward_seconds": res.seconds, "estimated_bytes": res.estimated_bytes, "ward_info": res.info,

@@ -19,6 +19,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import InputError
+
 import json
 import os
 from collections import Counter
@@ -34,7 +36,7 @@ SEP = "|||"
 def write_tcn(cs: ConceptSet, root: str | os.PathLike) -> Path:
     """Write ``cs`` in the TCN layout under ``root``; returns the clusters file."""
     if cs.layer < 0:
-        raise ValueError("the concept set has no layer number; set cs.layer before exporting")
+        raise InputError("the concept set has no layer number; set cs.layer before exporting")
     root = Path(root)
     layer_dir = root / f"layer{cs.layer}"
     layer_dir.mkdir(parents=True, exist_ok=True)
@@ -44,7 +46,7 @@ def write_tcn(cs: ConceptSet, root: str | os.PathLike) -> Path:
     for row in np.argsort(cs.assignment, kind="stable").tolist():
         w = text[row]
         if SEP in w or "\n" in w:
-            raise ValueError(f"word {w!r} contains '|||' or a newline; it cannot be written in the TCN format")
+            raise InputError(f"word {w!r} contains '|||' or a newline; it cannot be written in the TCN format")
         lines.append(SEP.join([w, str(freq[w]), str(int(cs.points["sentence"][row])),
                                str(int(cs.points["index"][row])), str(int(cs.assignment[row]))]))
     path = layer_dir / f"clusters-{cs.k}.txt"
@@ -89,7 +91,7 @@ def read_tcn(root: str | os.PathLike, layer: int, k: int | None = None) -> Conce
             continue
         parts = line.split(SEP)
         if len(parts) != 5:
-            raise ValueError(f"{path}:{n}: expected word|||freq|||sentIdx|||tokenIdx|||clusterId, got {line!r}")
+            raise InputError(f"{path}:{n}: expected word|||freq|||sentIdx|||tokenIdx|||clusterId, got {line!r}")
         w, _freq, s, t, c = parts
         cols["word_id"].append(-1)
         cols["text"].append(w)
@@ -97,7 +99,7 @@ def read_tcn(root: str | os.PathLike, layer: int, k: int | None = None) -> Conce
         cols["index"].append(int(t))
         assign.append(int(c))
     if not assign:
-        raise ValueError(f"{path} lists no words")
+        raise InputError(f"{path} lists no words")
     sent_file = Path(root) / "sentences.txt"
     sentences = sent_file.read_text(encoding="utf-8").splitlines() if sent_file.exists() else []
     cs = ConceptSet(cols, k=0, assignment=np.asarray(assign), sentences=sentences, layer=layer,

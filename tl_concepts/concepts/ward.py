@@ -26,6 +26,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import ConfigError
+
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -111,7 +113,7 @@ def ward_exact(x: np.ndarray) -> np.ndarray:
     from scipy.cluster.hierarchy import linkage
 
     if x.shape[0] < 2:
-        raise ValueError("Ward clustering needs at least 2 points")
+        raise ConfigError("Ward clustering needs at least 2 points")
     return linkage(np.asarray(x, dtype=np.float64), method="ward")
 
 
@@ -127,7 +129,7 @@ def ward_weighted(centroids: np.ndarray, weights: np.ndarray) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64).copy()
     m = c.shape[0]
     if m < 2:
-        raise ValueError("Ward clustering needs at least 2 points")
+        raise ConfigError("Ward clustering needs at least 2 points")
     sq = np.einsum("ij,ij->i", c, c)
     dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (c @ c.T), 0.0)
     dist *= 2.0 * np.outer(w, w) / (w[:, None] + w[None, :])
@@ -243,7 +245,7 @@ def ward(x: np.ndarray, *, mode: Mode = "auto", k: int = 2, n_micro: int | None 
         return WardResult(z, np.arange(n), "exact", time.perf_counter() - t0,
                           exact_memory_bytes(n, d), {"reason": reason})
     if mode != "micro":
-        raise ValueError(f"unknown Ward mode {mode!r}; use 'auto', 'exact' or 'micro'")
+        raise ConfigError(f"unknown Ward mode {mode!r}; use 'auto', 'exact' or 'micro'")
     m = n_micro or default_n_micro(n, k, memory_fraction=memory_fraction)
     assign, cent, sizes = micro_clusters(x, m, seed=seed)
     z = ward_weighted(cent, sizes)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from tl_concepts.corpus.types import Corpus, Sentence
-from tl_concepts.errors import ConfigError, InputError
+from tl_concepts.errors import NotFoundError, ConfigError, InputError
 
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
@@ -58,7 +58,7 @@ def from_texts(texts: Iterable[str], name: str = "texts") -> Corpus:
         sentences.extend(Sentence(doc=doc, words=w) for w in sents)
         doc += 1
     if not sentences:
-        raise ValueError(f"corpus '{name}' is empty: no text with any words in it")
+        raise InputError(f"corpus '{name}' is empty: no text with any words in it")
     return Corpus(name, sentences)
 
 
@@ -67,10 +67,10 @@ def _texts_from_records(records: Iterable[dict[str, Any]], column: str, where: s
     for i, rec in enumerate(records):
         if column not in rec:
             cols = ", ".join(sorted(rec)) or "none"
-            raise KeyError(f"{where} has no text column '{column}' (columns: {cols}); pass text_column=")
+            raise NotFoundError(f"{where} has no text column '{column}' (columns: {cols}); pass text_column=")
         texts.append(rec[column])
     if not any(isinstance(t, str) and t.strip() for t in texts):
-        raise ValueError(f"the text column '{column}' of {where} is empty")
+        raise InputError(f"the text column '{column}' of {where} is empty")
     return [t for t in texts if isinstance(t, str)]
 
 
@@ -154,10 +154,10 @@ def from_file(path: str | Path, text_column: str = "text", encoding: str = "utf-
 
         table = pq.read_table(path)
         if text_column not in table.column_names:
-            raise KeyError(f"{path} has no text column '{text_column}' "
+            raise NotFoundError(f"{path} has no text column '{text_column}' "
                            f"(columns: {', '.join(table.column_names)}); pass text_column=")
         return from_texts(_texts_from_records(table.to_pylist(), text_column, str(path)), name=path.name)
-    raise ValueError(f"unsupported corpus file type '{suffix}': use .txt, .jsonl or .parquet")
+    raise InputError(f"unsupported corpus file type '{suffix}': use .txt, .jsonl or .parquet")
 
 
 def from_dataset(name_or_path: str, text_column: str = "text", split: str = "train",
@@ -178,7 +178,7 @@ def from_dataset(name_or_path: str, text_column: str = "text", split: str = "tra
         raise InputError(f"dataset {name_or_path} holds text that is not {encoding} ({e.reason} at byte offset "
                          f"{e.start} of a file); pass its real encoding (encoding=... or --encoding)") from None
     if text_column not in ds.column_names:
-        raise KeyError(f"dataset {name_or_path} has no text column '{text_column}' "
+        raise NotFoundError(f"dataset {name_or_path} has no text column '{text_column}' "
                        f"(columns: {', '.join(ds.column_names)}); pass text_column=")
     if max_docs is not None:
         ds = ds.select(range(min(max_docs, len(ds))))
@@ -215,5 +215,5 @@ def load_corpus(spec: str | Sequence[str] | Corpus, *, text_column: str = "text"
     if max_docs is not None:
         corpus = corpus.head(max_docs)
     if not corpus.sentences:
-        raise ValueError("the corpus is empty")
+        raise InputError("the corpus is empty")
     return corpus

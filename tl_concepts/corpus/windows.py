@@ -10,6 +10,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import ConfigError
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +69,7 @@ def _doc_tokens(text: str, char_word: np.ndarray, tokenizer: Any) -> tuple[list[
 def make_windows(corpus: Corpus, tokenizer: Any, max_tokens: int) -> Windows:
     """Tokenise ``corpus`` document by document and pack sentences into windows."""
     if max_tokens < 2:
-        raise ValueError(f"max_tokens must be at least 2, got {max_tokens}")
+        raise ConfigError(f"max_tokens must be at least 2, got {max_tokens}")
     if not getattr(tokenizer, "is_fast", True):
         raise TypeError("word alignment needs a fast (Rust) tokenizer with offset mappings")
     # Word rows and sentence ids, in corpus order.

@@ -14,6 +14,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import InputError
+
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -23,7 +25,7 @@ def precision_recall_at_k(predicted: Mapping[int, Sequence[int]], gold: Mapping[
                           k: int = 2) -> tuple[float, float]:
     """Mean P@k and R@k over the neurons in ``gold`` (with a non-empty gold set)."""
     if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
+        raise InputError(f"k must be >= 1; got {k}")
     ps, rs = [], []
     for n, g in gold.items():
         g = set(g)
@@ -33,7 +35,7 @@ def precision_recall_at_k(predicted: Mapping[int, Sequence[int]], gold: Mapping[
         ps.append(hit / k)
         rs.append(hit / len(g))
     if not ps:
-        raise ValueError("the labelled subset has no neuron with a gold descriptor")
+        raise InputError("the labelled subset has no neuron with a gold descriptor")
     return float(np.mean(ps)), float(np.mean(rs))
 
 

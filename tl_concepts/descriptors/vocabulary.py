@@ -15,6 +15,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import InputError
+
 import json
 import os
 from collections import Counter
@@ -98,11 +100,11 @@ def build_vocabulary(descriptor_lists: Sequence[Sequence[str]], embed: Embedder,
     """
     counts = Counter(d for ds in descriptor_lists for d in set(ds))
     if not counts:
-        raise ValueError("no descriptors to cluster: every sentence failed or had none; check the generation records")
+        raise InputError("no descriptors to cluster: every sentence failed or had none; check the generation records")
     uniq = sorted(counts, key=lambda d: (-counts[d], d))
     e = np.asarray(embed(uniq), np.float64)
     if e.shape[0] != len(uniq):
-        raise ValueError(f"the embedder returned {e.shape[0]} vectors for {len(uniq)} texts")
+        raise InputError(f"the embedder returned {e.shape[0]} vectors for {len(uniq)} texts")
     e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
     if len(uniq) == 1:
         lab = np.zeros(1, np.int64)

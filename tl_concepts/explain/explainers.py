@@ -202,7 +202,7 @@ async def best_of_n(
     """
     cal = list(unit.calibration_top) + list(unit.calibration_random)
     if not cal:
-        raise ValueError(f"best-of-n needs a calibration split; unit {unit.hook}:{unit.unit} has none")
+        raise InputError(f"best-of-n needs a calibration split; unit {unit.hook}:{unit.unit} has none")
     cands = await explainer.aexplain(unit, n)
     scored: list[tuple[float, Explanation]] = []
     info = []
@@ -291,7 +291,7 @@ async def revise(
     if rounds <= 0 or not explanation.ok:
         return explanation
     if not cal:
-        raise ValueError(f"revision needs a calibration split; unit {unit_id(unit.hook, unit.unit)} has none")
+        raise InputError(f"revision needs a calibration split; unit {unit_id(unit.hook, unit.unit)} has none")
     check_finite(unit, cal, "calibration")
     text = explanation.text or ""
     score_now, sims_now = await _calibration_fit(simulator, text, cal)

@@ -16,6 +16,8 @@ For the last three, ``base_url=`` or ``$OPENAI_BASE_URL`` wins over the default 
 """
 from __future__ import annotations
 
+from tl_concepts.errors import ConfigError
+
 import os
 import threading
 from pathlib import Path
@@ -81,7 +83,7 @@ def make_backend(spec: str | None = None, **kw: Any) -> LLM:
         for k in ("base_url", "api_key", "max_concurrency", "requests_per_minute",
                   "tokens_per_minute", "retry", "limiter", "timeout"):
             if kw.get(k) is not None:
-                raise ValueError(f"{k}= does not apply to the in-process backend")
+                raise ConfigError(f"{k}= does not apply to the in-process backend")
             kw.pop(k, None)
         return InProcessBackend(arg or None, **kw)
     if kind == "openai" or kind in LOCAL_SERVERS:

@@ -10,6 +10,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import ConfigError, NotFoundError
+
 import difflib
 import re
 from typing import Any, Sequence
@@ -67,13 +69,13 @@ def resolve_hooks(model: Any, hooks: Sequence[str]) -> list[str]:
     if isinstance(hooks, str):
         hooks = [hooks]
     if not hooks:
-        raise ValueError("no hook points given; pass hooks=['blocks.0.mlp.hook_post', ...]")
+        raise ConfigError("no hook points given; pass hooks=['blocks.0.mlp.hook_post', ...]")
     out = []
     for name in hooks:
         if not _has_hook(model, name):
             close = difflib.get_close_matches(name, hook_names(model), n=5, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(f"the model has no hook point '{name}'{hint}")
+            raise NotFoundError(f"the model has no hook point '{name}'{hint}")
         if name not in out:
             out.append(name)
     return out

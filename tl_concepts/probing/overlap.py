@@ -15,6 +15,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import InputError
+
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -32,7 +34,7 @@ def top_n_overlap(a: NeuronRanking | np.ndarray | Sequence[int], b: NeuronRankin
                   n: int = 10) -> float:
     """|top-n(a) ∩ top-n(b)| / n."""
     if n < 1:
-        raise ValueError(f"n must be >= 1; got {n}")
+        raise InputError(f"n must be >= 1; got {n}")
     ta, tb = _order_of(a)[:n], _order_of(b)[:n]
     return len(set(ta.tolist()) & set(tb.tolist())) / n
 
@@ -69,7 +71,7 @@ def tree_members(concepts: Any) -> tuple[dict[int, np.ndarray], Callable[[int], 
     """``(members, children)`` for a ConceptSet with a merge tree: members are rows of its
     ``points`` table, children come from the tree."""
     if getattr(concepts, "tree", None) is None:
-        raise ValueError("this concept set has no merge tree (an imported release); pass members/children dicts")
+        raise InputError("this concept set has no merge tree (an imported release); pass members/children dicts")
     tree = concepts.tree
 
     class _Members(dict):
@@ -95,10 +97,10 @@ def concept_alignment(representations: Any, node: int, *, members: Mapping[int, 
     x = np.asarray(representations)
     kids = list(children(node) if callable(children) else children.get(node, []))
     if not kids:
-        raise ValueError(f"concept {node} has no sub-concepts; pick a node above the leaves")
+        raise InputError(f"concept {node} has no sub-concepts; pick a node above the leaves")
 
     if len(np.unique(np.asarray(members[node]))) >= x.shape[0]:
-        raise ValueError(f"concept {node} covers every row (the root?); its ranking needs rows outside it")
+        raise InputError(f"concept {node} covers every row (the root?); its ranking needs rows outside it")
 
     def rank(node_: int) -> NeuronRanking:
         data = binary_task(x, np.asarray(members[node_]), negatives=negatives, seed=seed)
@@ -106,7 +108,7 @@ def concept_alignment(representations: Any, node: int, *, members: Mapping[int, 
 
     used = [k for k in kids if len(np.unique(np.asarray(members[k]))) >= min_size]
     if not used:
-        raise ValueError(f"every sub-concept of {node} has fewer than {min_size} members; nothing to align")
+        raise InputError(f"every sub-concept of {node} has fewer than {min_size} members; nothing to align")
     sup = rank(node)
     over = [top_n_overlap(sup, rank(k), n) for k in used]
     return Alignment(node=int(node), children=[int(k) for k in used], overlaps=over, n=n,

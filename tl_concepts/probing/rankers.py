@@ -24,6 +24,8 @@ Example:
 """
 from __future__ import annotations
 
+from tl_concepts.errors import ConfigError
+
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -118,7 +120,7 @@ def probe_weights(representations: Any, labels: Sequence[Any], *, mass: float = 
     from sklearn.linear_model import LogisticRegression
 
     if not 0 < mass <= 1:
-        raise ValueError(f"mass must be in (0, 1]; got {mass}")
+        raise ConfigError(f"mass must be in (0, 1]; got {mass}")
     t0 = time.perf_counter()
     data = data or LabelledData.make(representations, labels)
     x = data.x.astype(np.float64)
@@ -187,7 +189,7 @@ def average_precision(representations: Any, labels: Sequence[Any], *, both_signs
     if data.n_classes == 2:
         pos_name = str(data.classes[-1] if positive is None else positive)
         if pos_name not in per:
-            raise ValueError(f"positive class {positive!r} is not one of {data.classes}")
+            raise ConfigError(f"positive class {positive!r} is not one of {data.classes}")
         overall = per[pos_name]
     else:
         pos_name = None
