@@ -22,7 +22,14 @@ def _run(out: Path, env: dict[str, str]) -> dict:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert TOKEN not in proc.stdout + proc.stderr
-    return json.loads((out / "run.json").read_text())
+    result = json.loads((out / "run.json").read_text())
+    # the printed summary counts verdicts and accepted labels, and names every pushed repo
+    assert result["verdicts"] in proc.stdout and "beat the baseline at 95%" in result["verdicts"]
+    assert result["labels_summary"] in proc.stdout and result["labels_summary"].startswith("labels: ")
+    assert "LLM better on" not in proc.stdout
+    for url in result["published"].values():
+        assert f"hub       {url}" in proc.stdout
+    return result
 
 
 def test_main_job_end_to_end(tmp_path):

@@ -123,10 +123,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tl_concepts.pipeline import RunConfig, run
 
-    run(RunConfig(out=args.out, model=args.model, corpus=args.corpus, max_docs=args.max_docs,
+    result = run(RunConfig(out=args.out, model=args.model, corpus=args.corpus, max_docs=args.max_docs,
                   layer=args.layer, k=args.k, n_units=args.units, fuzzing=args.fuzzing, llm=args.llm, base_url=args.base_url,
                   push_to_hub=args.push_to_hub, private=args.private, progress=not args.no_progress,
                   overwrite=args.overwrite, retry_failed=args.retry_failed))
+    print(result["summary"])
     return 0
 
 

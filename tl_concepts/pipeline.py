@@ -105,6 +105,7 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     from tl_concepts import models
     from tl_concepts.capture import capture
     from tl_concepts.concepts import ConceptsConfig, discover_concepts, evaluate, label
+    from tl_concepts.concepts.runner import describe_labels
     from tl_concepts.concepts.filters import FilterConfig
     from tl_concepts.corpus import load_corpus
     from tl_concepts.descriptors import DescriptorsConfig, run_descriptors
@@ -134,7 +135,8 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     ccfg = ConceptsConfig(store=str(store.path), hook=resid_hook, k=cfg.k, out=str(out / "concepts"),
                           filters=FilterConfig(min_count=cfg.min_count))
     concept_set = _stage("concepts", stages, lambda: discover_concepts(ccfg), cfg.progress)
-    labels = _stage("labels", stages, lambda: label(concept_set, ccfg, llm, progress=cfg.progress), cfg.progress)
+    labels = _stage("labels", stages, lambda: label(concept_set, ccfg, llm, retry_failed=cfg.retry_failed,
+                                                    progress=cfg.progress), cfg.progress)
     evaluation = _stage("concept evaluation", stages, lambda: evaluate(concept_set, ccfg, labels=labels),
                         cfg.progress)
 
@@ -200,7 +202,9 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         "store": str(store.path),
         "tokens": store.n_tokens,
         "concepts": concept_set.k,
-        "labels_ok": sum(1 for lb in labels if lb.status == "ok"),
+        "labels_accepted": sum(1 for lb in labels if lb.accepted),
+        "labels_summary": describe_labels(labels, concept_set.k),
+        "verdicts": explanations.verdict_counts(),
         "alignment": {k: v.to_dict() for k, v in evaluation.alignment.items()},
         "units_explained": len(ok),
         "units_reported": len(explanations),
@@ -213,9 +217,11 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         "llm_ledger": ledger,
     }
     write_json(out / "run.json", result)
-    if cfg.progress:
-        print()
-        print(summary_table(explanations))
-        print(llm.ledger.summary_table())
-        print(f"\nreport    {report}\ndatasets  {out / 'datasets'}\nrun       {out / 'run.json'}")
+    result["summary"] = "\n".join([
+        summary_table(explanations), "", result["labels_summary"],
+        f"descriptors: {result['descriptors']['neurons_mapped']} neurons mapped"
+        + (f" ({descriptors.message})" if descriptors.message else ""),
+        "", llm.ledger.summary_table(), "",
+        f"report    {report}", f"datasets  {out / 'datasets'}", f"run       {out / 'run.json'}",
+        *(f"hub       {url}" for url in published.values())])
     return result
