@@ -437,9 +437,9 @@ def _concepts_page(env: _Env, cs: Any, sentences: Any, evaluation: Any, align_ro
         ctx, seen = [], set()
         for m in r["members"]:
             s = m["sentence"]
-            if s is None or s in seen or s not in text:
+            if s is None or s not in text or text[s] in seen:
                 continue
-            seen.add(s)
+            seen.add(text[s])
             ctx.append(_in_context(text[s], m["index"], m["word"]))
             if len(ctx) >= max_members:
                 break

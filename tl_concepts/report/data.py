@@ -176,7 +176,7 @@ def table_rows(src: Any, file_name: str) -> list[dict[str, Any]]:
 
 def label_state(lab: Any) -> dict[str, Any]:
     """A concept label as {label, status, state (accepted / rejected / failed), reason, provenance}."""
-    d = lab if isinstance(lab, dict) else (lab.to_dict() if hasattr(lab, "to_dict") else vars(lab))
+    d = lab if isinstance(lab, dict) else {**(lab.to_dict() if hasattr(lab, "to_dict") else {}), **vars(lab)}
     status = d.get("status") or "?"
     state = "accepted" if status in ("ok", "accepted") else "rejected" if status == "rejected" else "failed"
     return {"label": d.get("label"), "status": status, "state": state,

@@ -40,6 +40,17 @@ def _weights(model: Any, layer: int) -> tuple[Any, Any] | None:
     return w_out, w_u
 
 
+def visible(token: str) -> str:
+    """A token with whitespace and control characters made visible (``\\n``, ``\\x07``, ``·`` for spaces at the ends).
+
+    Example:
+        >>> visible("\\n")
+        '\\\\n'
+    """
+    out = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in token)
+    return out if out.strip() == out else out.replace(" ", "\u00b7") if not out.strip() else out
+
+
 def is_causal_lm(model: Any) -> bool:
     """True for a decoder (an unembedding and no encoder classification head)."""
     from tl_concepts.models.adapters import is_encoder
@@ -77,12 +88,18 @@ def logit_effects(model: Any, hook: str, units: Sequence[int], *, k: int = 10) -
     with torch.no_grad():
         rows = w_out.detach().float()[list(int(u) for u in units)] @ w_u.detach().float()
         kk = min(k, rows.shape[1])
+        def name(i: Any) -> str:
+            text = tok.decode([int(i)])
+            if "\ufffd" in text and hasattr(tok, "convert_ids_to_tokens"):  # a byte of a multi-byte character
+                text = str(tok.convert_ids_to_tokens(int(i)))
+            return visible(text)
+
         for u, row in zip(units, rows):
             pos = torch.topk(row, kk)
             neg = torch.topk(-row, kk)
             out["units"][unit_id(hook, int(u))] = {
-                "positive": [[tok.decode([int(i)]), float(v)] for v, i in zip(pos.values, pos.indices)],
-                "negative": [[tok.decode([int(i)]), -float(v)] for v, i in zip(neg.values, neg.indices)],
+                "positive": [[name(i), float(v)] for v, i in zip(pos.values, pos.indices)],
+                "negative": [[name(i), -float(v)] for v, i in zip(neg.values, neg.indices)],
             }
     return out
 
