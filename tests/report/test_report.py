@@ -286,6 +286,19 @@ def test_pages_load_without_console_errors(report, tmp_path, page):
 
 
 @needs_chromium
+def test_search_box_finds_explanations_labels_and_descriptors(report, tmp_path):
+    for query, target in (("days of the week", "units/blocks.1.mlp.hook_post."), ("animals", "concepts.html#c"),
+                          ("weekdays", "descriptors.html#e")):
+        uri = (report / "units" / unit_file(unit_id(MLP, 2))).as_uri() + "?q=" + query.replace(" ", "%20")
+        p = _chromium(["--dump-dom", uri], tmp_path)
+        found = re.search(r'<ul id="search-results" class="open">(.*?)</ul>', p.stdout, re.S)
+        assert found, p.stdout[-1500:]
+        links = re.findall(r'href="([^"]+)"', found.group(1))
+        assert links and all(x.startswith("../") for x in links)  # relative to the unit page
+        assert any(target in x for x in links), (query, links)
+
+
+@needs_chromium
 def test_no_horizontal_overflow_at_1280(report, tmp_path):
     """Each page in a 1280 px wide iframe: its scrollWidth must not exceed its width."""
     frames = "".join(f"<iframe src='{_page_path(report, p).as_uri()}' width=1280 height=900></iframe>" for p in PAGES)

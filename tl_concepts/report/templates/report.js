@@ -23,6 +23,8 @@
   if (box && list) {
     box.addEventListener('input', function () { show(box.value); });
     box.addEventListener('keydown', function (ev) { if (ev.key === 'Escape') { box.value = ''; show(''); } });
+    var m = /[?&]q=([^&]*)/.exec(window.location.search);  // index.html?q=word opens the search
+    if (m) { box.value = decodeURIComponent(m[1]); show(box.value); }
   }
   document.body.setAttribute('data-ready', '1');
 })();
