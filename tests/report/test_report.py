@@ -74,6 +74,9 @@ def run_dir(tiny_bridge, tmp_path_factory):
             s["rsquared_centred"] = s.pop("r_squared")
             s["rsquared"] = {"value": 0.4242, "low": 0.3, "high": 0.5}
             res["llm"]["verdict"] = {**VERDICT, "label": "beats baseline", "beats_baseline": True}
+            res["llm"]["explanation"]["candidates"] = [
+                {"text": "first candidate", "calibration_correlation": 0.31, "failure": None},
+                {"text": None, "calibration_correlation": None, "failure": "truncated"}]
         f.write_text(json.dumps(res))
     cs = discover_concepts(ConceptsConfig(store=str(store.path), hook=RESID, k=6, out=str(rd / "concepts"),
                                           filters=FilterConfig(min_count=1)), progress=False)
@@ -174,6 +177,8 @@ def test_unit_page_content(report, run_dir):
     assert f"href=\"{unit_file(r1['id'])}\" rel=\"next\"" in page
     page1 = page_of(report, r1).read_text()
     assert "r² (uncentred, Bills et al.)" in page1 and "0.424" in page1 and "r² (centred)" in page1
+    assert "2 candidate explanations (best-of-n" in page1 and "first candidate" in page1
+    assert "failed (truncated)" in page1 and "0.310" in page1
     pages = [f.read_text() for f in (report / "units").iterdir()]
     assert any("&lt;script&gt;alert(1)&lt;/script&gt; digits" in p for p in pages)
     assert not any("<script>alert(1)" in p for p in pages)

@@ -89,7 +89,11 @@ def _explanation(kind: str, block: Any) -> dict[str, Any] | None:
             "n_records": (scores.get("all") or {}).get("n_records"),
             "n_records_random": (scores.get("random") or {}).get("n_records"),
             "verdict": verdict(block.get("verdict")), "detection": _classifier(block.get("detection")),
-            "fuzzing": _classifier(block.get("fuzzing")), "failures": block.get("failures") or []}
+            "fuzzing": _classifier(block.get("fuzzing")), "failures": block.get("failures") or [],
+            "failure": (ex.get("failure") or {}).get("message") if isinstance(ex.get("failure"), dict) else None,
+            "candidates": [{"text": c.get("text"), "score": finite(c.get("calibration_correlation")),
+                            "failure": c.get("failure")} for c in ex.get("candidates") or [] if isinstance(c, dict)],
+            "template": ex.get("template")}
 
 
 def _corr(e: dict[str, Any] | None) -> dict[str, Any] | None:
