@@ -136,3 +136,18 @@ def test_publish_all_returns_repo_urls(hub, stages):
     readme = hub.file("alice/run1-concepts", "README.md").decode("utf-8")
     assert parse_metadata(readme)["source_model"] == store.manifest["model"]["id"]
     assert any(c["config_name"] == "sentences" for c in parse_metadata(readme)["configs"])
+
+
+def test_descriptors_card_names_only_its_hook():
+    from hub_data import DESCRIPTORS
+
+    from tl_concepts.hub import render_card, to_dataset
+
+    ds = to_dataset("descriptors", DESCRIPTORS)
+    meta = CardMeta(pretty_name="D", source_model="smollm2-135m", hooks=[RESID, MLP], layers=[1],
+                    stage_settings={"hook": MLP, "top_k": 5}, llm={"descriptors": "smollm2 (in-process)"})
+    body = card_body(render_card("descriptors", ds, meta, "me/d"))
+    assert f"`{MLP}`" in body and RESID not in body
+    assert "`HuggingFaceTB/SmolLM2-135M-Instruct`" in body and "Q4_1" in body and "smollm2-135m" not in body
+    assert "Precision@k / recall@k not computed (no labelled subset was given)." in body
+    assert "@misc{mondal2024descriptions" in body and "cite the method (Mondal et al.)" in body

@@ -594,6 +594,9 @@ def card_context(kind: str, ds: Any, meta: CardMeta, repo_id: str, *,
     m["source_model"] = ident["id"]
     m["model_revision"] = ident["revision"]
     hooks = dataset_hooks(kind, ds)
+    if not hooks:  # a kind without a hook column (descriptors): the stage's own hook when recorded
+        h = (meta.stage_settings or {}).get("hook") or (meta.metrics or {}).get("hook")
+        hooks = [str(h)] if h else []
     if hooks:
         m["hooks"] = hooks
         m["layers"] = sorted({int(x.group(1)) for h in hooks if (x := re.match(r"blocks\.(\d+)\.", h))})
