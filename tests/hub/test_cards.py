@@ -119,10 +119,17 @@ def test_explanations_and_probes_cards(stages, tmp_path):
                    "held-out test records per unit", "@misc{bills2023language"):
         assert needle in card, needle
     assert "| concepts.label |" not in card
+    # a resumed run's ledger is empty: the usage recorded in the unit files is shown instead
+    m = _meta(store, "Explanations")
+    m.ledger = {"rows": [], "totals": {}}
+    card2 = load(save_local("explanations", rd / "explain", m, tmp_path / "e2")).card
+    units = [json.loads(p.read_text()) for p in sorted((rd / "explain" / "units").glob("*.json"))]
+    n_sim = sum(u["llm_usage"]["explainer"]["simulate"]["requests"] for u in units)
+    assert "Summed over the unit result files" in card2 and f"| simulate | {n_sim} |" in card2
     assert f"`{MLP}`" in card_body(card) and RESID not in card_body(card)
     pcard = load(save_local("probes", probes, _meta(store, "Probes"), tmp_path / "p")).card
     assert "## Limitations" in pcard and "Mean selectivity over the binary probes is" in pcard
-    assert "No LLM calls of this dataset's stage were recorded." in pcard and "| explain |" not in pcard
+    assert "No LLM calls of this dataset's stage were recorded in this invocation's ledger." in pcard and "| explain |" not in pcard
     assert 'load_dataset("<you>/p", "default", split="train")' in pcard and '"sentences"' not in pcard
 
 

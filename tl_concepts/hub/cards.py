@@ -236,6 +236,17 @@ def stage_info(kind: str, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             if first:
                 settings["records per split (first unit)"] = ", ".join(
                     f"{k} {v}" for k, v in sorted(first["splits"].items()))
+            usage: dict[str, Counter] = {}
+            for r in res:
+                for role in (r.get("llm_usage") or {}).values():
+                    for stage, u in (role or {}).items():
+                        if isinstance(u, dict):
+                            usage.setdefault(stage, Counter()).update(
+                                {k: v for k, v in u.items() if isinstance(v, (int, float))})
+            if usage:
+                results["unit_llm_usage"] = [{"stage": k, **{f: int(c.get(f, 0)) for f in
+                                              ("requests", "cached", "prompt_tokens", "completion_tokens", "failures")}}
+                                             for k, c in sorted(usage.items())]
             for r in res:
                 for k, v in (r.get("templates") or {}).items():
                     settings.setdefault(f"prompt {k}", v)
