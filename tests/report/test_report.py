@@ -151,7 +151,7 @@ def test_small_index_has_table_only(tmp_path):
     results = explain_results(tmp_path / "explain")
     index = build_report(tmp_path / "r", explanations=results).read_text()
     assert "<svg" not in index and "Fewer than 10 units: a table only" in index
-    assert "Verdicts not computed for these 3 explanations" in index
+    assert "Verdicts not computed for 3 explanations: compare the intervals" in index
 
 
 def test_unit_page_content(report, run_dir):
