@@ -91,12 +91,14 @@ def test_card_metadata_and_body(hub, published):
     validate_metadata(md)
     assert md["pretty_name"] == "Días ✓ test"
     assert {"interpretability", "transformer-lens"} <= set(md["tags"])
-    assert md["size_categories"] == ["n<1K"] and md["license"] == "mit"
+    assert md["size_categories"] == ["n<1K"] and md["license"] == "lgpl-2.1"  # the Lee corpus (gensim, LGPL)
     assert md["source_model"] == "tiny-gpt2" and md["tl_concepts"]["kind"] == "explanations"
     # what `datasets` wrote is kept
     assert md["configs"][0]["data_files"][0]["path"].startswith("data/")
     assert md["dataset_info"]["splits"][0]["num_examples"] == 3
-    for needle in ("fp:abc123", "blocks.1.mlp.hook_post", "c0ffee", "rule-llm (fake)", "| explain | in-process |",
+    # only the hooks that produced the data (the planted units' hook), not every hook of the meta
+    assert "`blocks.0.mlp.hook_post`" in card and "blocks.1.mlp.hook_post" not in card
+    for needle in ("fp:abc123", "c0ffee", "rule-llm (fake)", "| explain | in-process |",
                    "unparseable=1", 'load_dataset("alice/explanations"', "units with correlation >= 0.8: "):
         assert needle in card, needle
     # the "<script>" of an explanation never reaches the card as HTML

@@ -9,11 +9,11 @@ Example:
 from .cards import CardError, CardMeta, meta_from_manifest, render_card, templates_dir
 from .load import LoadedDataset, load, load_from_hub
 from .push import (EmptyDatasetError, HubAuthError, HubError, HubPermissionError, PublishResult, publish,
-                   save_local)
+                   publish_all, repo_urls, save_local)
 from .schemas import KINDS, SchemaError, features, from_dataset, to_dataset
 
 __all__ = [
     "CardError", "CardMeta", "EmptyDatasetError", "HubAuthError", "HubError", "HubPermissionError", "KINDS",
     "LoadedDataset", "PublishResult", "SchemaError", "features", "from_dataset", "load", "load_from_hub",
-    "meta_from_manifest", "publish", "render_card", "save_local", "templates_dir", "to_dataset",
+    "meta_from_manifest", "publish", "publish_all", "render_card", "repo_urls", "save_local", "templates_dir", "to_dataset",
 ]

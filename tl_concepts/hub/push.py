@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from tl_concepts.atomic import replacing_dir
 
-from .cards import CardMeta, card_body, merge_with_hub_readme, parse_metadata, render_card
+from .cards import CardMeta, card_body, merge_with_hub_readme, parse_metadata, render_card, stage_info
 from .schemas import stage_metrics, to_dataset
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
@@ -68,15 +68,20 @@ class PublishResult:
     """Whether the repo is private."""
 
 
-def _prepare(kind: str, data: Any, meta: CardMeta, repo_id: str, templates: Any) -> tuple[Any, str]:
+def _prepare(kind: str, data: Any, meta: CardMeta, repo_id: str, templates: Any,
+             configs: list[str] | None = None) -> tuple[Any, str]:
     ds = to_dataset(kind, data)
     if not meta.metrics:
         found = stage_metrics(kind, data)
         if found:
             meta = dataclasses.replace(meta, metrics=found)
+    if not meta.stage_settings or not meta.results:
+        settings, results = stage_info(kind, data)
+        meta = dataclasses.replace(meta, stage_settings=meta.stage_settings or settings,
+                                   results=meta.results or results)
     if len(ds) == 0:
         raise EmptyDatasetError(f"the {kind} dataset is empty: nothing to publish (run the {kind} stage first)")
-    return ds, render_card(kind, ds, meta, repo_id, templates=templates)
+    return ds, render_card(kind, ds, meta, repo_id, templates=templates, configs=configs)
 
 
 def _sentences(kind: str, data: Any, sentences: Any) -> Any:
@@ -117,8 +122,8 @@ def publish(kind: str, data: Any, meta: CardMeta, repo_id: str, *, private: bool
     from huggingface_hub import DatasetCard, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    ds, card = _prepare(kind, data, meta, repo_id, templates)
     sent = _sentences(kind, data, sentences)
+    ds, card = _prepare(kind, data, meta, repo_id, templates, ["default"] + (["sentences"] if sent is not None else []))
     token = token or get_token()
     if not token:
         raise HubAuthError("no Hugging Face token: pass token=..., set HF_TOKEN, or run `hf auth login` "
@@ -194,8 +199,9 @@ def save_local(kind: str, data: Any, meta: CardMeta, out_dir: str | os.PathLike,
         >>> save_local("rankings", rows, CardMeta(pretty_name="Rankings"), "runs/x/rankings")  # doctest: +SKIP
     """
     out = Path(out_dir)
-    ds, card = _prepare(kind, data, meta, repo_id or f"<you>/{out.name}", templates)
     sent = _sentences(kind, data, sentences)
+    ds, card = _prepare(kind, data, meta, repo_id or f"<you>/{out.name}", templates,
+                        ["default"] + (["sentences"] if sent is not None else []))
     meta_yaml = parse_metadata(card)
     configs = [{"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILE}]}]
     if sent is not None:
@@ -210,3 +216,39 @@ def save_local(kind: str, data: Any, meta: CardMeta, out_dir: str | os.PathLike,
             sent.to_parquet(str(tmp / SENTENCES_FILE))
         (tmp / "README.md").write_text(text, encoding="utf-8")
     return out
+
+
+def publish_all(datasets: "dict[str, tuple[Any, CardMeta]]", repo_prefix: str, *, private: bool = False,
+                token: str | None = None) -> dict[str, PublishResult]:
+    """Publish several kinds, each to ``<repo_prefix>-<kind>``; returns kind -> :class:`PublishResult`.
+
+    Stops at the first failure (a :class:`HubError` naming the kind); kinds published before it
+    stay published.
+
+    Example:
+        >>> res = publish_all({"probes": (probes, meta)}, "me/run1", token=tok)   # doctest: +SKIP
+        >>> repo_urls(res)                                                         # doctest: +SKIP
+        {'probes': 'https://huggingface.co/datasets/me/run1-probes'}
+    """
+    out: dict[str, PublishResult] = {}
+    for kind, (data, meta) in datasets.items():
+        try:
+            out[kind] = publish(kind, data, meta, f"{repo_prefix}-{kind}", private=private, token=token)
+        except EmptyDatasetError:
+            raise
+        except HubError as e:
+            done = ", ".join(r.url for r in out.values()) or "none"
+            raise type(e)(f"{kind}: {e} (already published: {done})") from None
+    return out
+
+
+def repo_urls(results: "dict[str, PublishResult] | list[PublishResult]") -> dict[str, str]:
+    """Kind -> web address of each published dataset repo (for ``run --push-to-hub`` to print).
+
+    Example:
+        >>> repo_urls([PublishResult("me/x-probes", "probes", "https://huggingface.co/datasets/me/x-probes",
+        ...                          "a", "b", 3, False)])
+        {'probes': 'https://huggingface.co/datasets/me/x-probes'}
+    """
+    items = results.values() if isinstance(results, dict) else results
+    return {r.kind: r.url for r in items}

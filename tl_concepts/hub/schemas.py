@@ -43,6 +43,7 @@ from typing import Any, Iterable
 
 from tl_concepts.descriptors.schema import HALVES, MAPPING_COLUMNS  # noqa: E402  (the producing stages own
 from tl_concepts.probing.schema import PROBE_COLUMNS, RANKING_COLUMNS  # noqa: E402  their schemas)
+from tl_concepts.ids import unit_id
 
 KINDS = ("concepts", "explanations", "probes", "rankings", "descriptors")
 SCHEMA_VERSION = 1
@@ -50,6 +51,14 @@ SCHEMA_VERSION = 1
 
 class SchemaError(ValueError):
     """Data that does not fit the kind's schema."""
+
+
+SCORE_NAMES = ("correlation", "rsquared", "absolute_dev_explained", "rsquared_centred",
+               "absolute_dev_explained_centred")
+"""Simulation scores kept per explanation: Pearson correlation; r-squared and absolute deviation
+explained in neuron-explainer's uncentred definitions and their centred variants."""
+OLD_SCORE_NAMES = {"rsquared_centred": "r_squared", "absolute_dev_explained_centred": "abs_dev_explained"}
+"""Names older result files used for the centred variants."""
 
 
 def _interval() -> dict[str, Any]:
@@ -61,8 +70,14 @@ def _interval() -> dict[str, Any]:
 def _sim_scores() -> dict[str, Any]:
     from datasets import Value
 
-    return {"correlation": _interval(), "r_squared": _interval(), "abs_dev_explained": _interval(),
-            "n_records": Value("int64"), "n_tokens": Value("int64")}
+    return {**{name: _interval() for name in SCORE_NAMES}, "n_records": Value("int64"), "n_tokens": Value("int64")}
+
+
+def _verdict() -> dict[str, Any]:
+    from datasets import Value
+
+    return {"label": Value("string"), "beats_chance": Value("bool"), "beats_baseline": Value("bool"),
+            "delta_vs_baseline": _interval(), "vs_lookup_table": _interval()}
 
 
 def _classification() -> dict[str, Any]:
@@ -70,7 +85,7 @@ def _classification() -> dict[str, Any]:
 
     return {"balanced_accuracy": Value("float64"), "auroc": Value("float64"), "n_positive": Value("int64"),
             "n_negative": Value("int64"), "n_failed": Value("int64"), "method": Value("string"),
-            "template": Value("string")}
+            "template": Value("string"), "status": Value("string")}
 
 
 # Column docs, rendered into the cards (name, type, meaning).
@@ -88,7 +103,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("children", "list<int64>", "sub-concept node ids"),
     ],
     "explanations": [
-        ("key", "string", "`hook:unit`"),
+        ("key", "string", "the unit id `<hook>.<unit>` (`tl_concepts.ids.unit_id`), as in the report and files"),
         ("hook", "string", "hook point name"),
         ("unit", "int64", "unit (neuron / dimension) index at the hook"),
         ("status", "string", "`ok`, or why the unit has no score (e.g. `too_few_activating`)"),
@@ -103,14 +118,20 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("explanation", "string|null", "the explanation (null when the LLM failed)"),
         ("explainer", "string", "explainer name"),
         ("explanation_raw", "string|null", "raw LLM answer"),
-        ("scores", "struct", "held-out test scores (top + random): correlation, r_squared, abs_dev_explained "
-                             "as {value, low, high, level} bootstrap intervals"),
+        ("scores", "struct", "held-out test scores (top + random): correlation, rsquared and "
+                             "absolute_dev_explained (uncentred, as neuron-explainer), rsquared_centred, "
+                             "absolute_dev_explained_centred, as {value, low, high, level} bootstrap intervals "
+                             "(null: not computed)"),
         ("scores_random", "struct|null", "the same on the random test records only"),
         ("baseline_explanation", "string|null", "token-lookup baseline explanation"),
         ("baseline_scores", "struct|null", "scores of the baseline explanation"),
         ("lookup_correlation", "struct|null", "correlation of the token lookup table itself"),
         ("detection", "struct|null", "detection scorer: balanced accuracy, AUROC, counts"),
         ("fuzzing", "struct|null", "fuzzing scorer: balanced accuracy, AUROC, counts"),
+        ("verdict", "struct|null", "verdict on the explanation from paired bootstrap intervals: label (`beats "
+                                   "baseline`, `above chance`, `not above chance`, `not scored`), beats_chance, "
+                                   "beats_baseline, delta_vs_baseline, vs_lookup_table (null: not computed)"),
+        ("baseline_verdict", "struct|null", "the same for the baseline explanation"),
         ("records", "list<struct>", "test records: split, doc, start, tokens, true, simulated, baseline activations"),
     ],
     "probes": PROBE_COLUMNS,
@@ -138,7 +159,8 @@ def features(kind: str) -> Any:
             "template_simulate": s, "explanation": s, "explainer": s, "explanation_raw": s,
             "scores": _sim_scores(), "scores_random": _sim_scores(), "baseline_explanation": s,
             "baseline_scores": _sim_scores(), "lookup_correlation": _interval(),
-            "detection": _classification(), "fuzzing": _classification(), "records": [record],
+            "detection": _classification(), "fuzzing": _classification(), "verdict": _verdict(),
+            "baseline_verdict": _verdict(), "records": [record],
         })
     types = {"string": s, "int64": i, "float64": f}
     return Features({name: types[typ.split("|")[0]] for name, typ, _ in COLUMNS[kind]})
@@ -163,9 +185,16 @@ def _interval_row(d: Any) -> dict[str, Any] | None:
 def _scores_row(d: Any) -> dict[str, Any] | None:
     if not d:
         return None
-    return {"correlation": _interval_row(d.get("correlation")), "r_squared": _interval_row(d.get("r_squared")),
-            "abs_dev_explained": _interval_row(d.get("abs_dev_explained")),
-            "n_records": int(d.get("n_records", 0)), "n_tokens": int(d.get("n_tokens", 0))}
+    out = {name: _interval_row(d.get(name, d.get(OLD_SCORE_NAMES.get(name, ""), None))) for name in SCORE_NAMES}
+    return {**out, "n_records": int(d.get("n_records", 0)), "n_tokens": int(d.get("n_tokens", 0))}
+
+
+def _verdict_row(d: Any) -> dict[str, Any] | None:
+    if not isinstance(d, dict):
+        return None
+    return {"label": d.get("label"), "beats_chance": d.get("beats_chance"), "beats_baseline": d.get("beats_baseline"),
+            "delta_vs_baseline": _interval_row(d.get("delta_vs_baseline")),
+            "vs_lookup_table": _interval_row(d.get("vs_lookup_table"))}
 
 
 def _class_row(d: Any) -> dict[str, Any] | None:
@@ -173,7 +202,8 @@ def _class_row(d: Any) -> dict[str, Any] | None:
         return None
     return {"balanced_accuracy": _nan_to_none(d.get("balanced_accuracy")), "auroc": _nan_to_none(d.get("auroc")),
             "n_positive": int(d.get("n_positive", 0)), "n_negative": int(d.get("n_negative", 0)),
-            "n_failed": int(d.get("n_failed", 0)), "method": d.get("method"), "template": d.get("template")}
+            "n_failed": int(d.get("n_failed", 0)), "method": d.get("method"), "template": d.get("template"),
+            "status": d.get("status") or "ok"}
 
 
 def explanation_row(res: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +223,7 @@ def explanation_row(res: dict[str, Any]) -> dict[str, Any]:
                         "simulated": [float(x) for x in r["simulated"]], "baseline": [float(x) for x in b]})
     scores = llm.get("scores") or {}
     return {
-        "key": f"{res['hook']}:{res['unit']}", "hook": res["hook"], "unit": int(res["unit"]),
+        "key": res.get("id") or unit_id(res["hook"], res["unit"]), "hook": res["hook"], "unit": int(res["unit"]),
         "status": res.get("status", ""), "message": res.get("message"),
         "max_activation": float(res.get("max_activation", 0.0)), "n_contexts": int(res.get("n_contexts", 0)),
         "n_activating": int(res.get("n_activating", 0)), "explainer_model": res.get("explainer_model", ""),
@@ -204,6 +234,7 @@ def explanation_row(res: dict[str, Any]) -> dict[str, Any]:
         "baseline_explanation": bexpl.get("text"), "baseline_scores": _scores_row((base.get("scores") or {}).get("all")),
         "lookup_correlation": _interval_row((res.get("lookup_table") or {}).get("correlation")),
         "detection": _class_row(llm.get("detection")), "fuzzing": _class_row(llm.get("fuzzing")),
+        "verdict": _verdict_row(llm.get("verdict")), "baseline_verdict": _verdict_row(base.get("verdict")),
         "records": records,
     }
 
@@ -214,7 +245,7 @@ def explanation_result(row: dict[str, Any]) -> dict[str, Any]:
     The inverse of :func:`explanation_row` up to fields the dataset does not keep (best-of-n
     candidates, calibration fits, timings)."""
     def scores(d: Any) -> dict[str, Any] | None:
-        return None if d is None else {k: v for k, v in d.items()}
+        return None if d is None else {k: v for k, v in d.items() if v is not None}
 
     llm: dict[str, Any] = {"explanation": {"text": row["explanation"], "explainer": row["explainer"],
                                            "raw": row["explanation_raw"]}}
@@ -227,6 +258,8 @@ def explanation_result(row: dict[str, Any]) -> dict[str, Any]:
     for k in ("detection", "fuzzing"):
         if row[k] is not None:
             llm[k] = dict(row[k])
+    if row.get("verdict") is not None:
+        llm["verdict"] = dict(row["verdict"])
     res: dict[str, Any] = {
         "hook": row["hook"], "unit": row["unit"], "status": row["status"], "max_activation": row["max_activation"],
         "n_contexts": row["n_contexts"], "n_activating": row["n_activating"],
@@ -241,6 +274,8 @@ def explanation_result(row: dict[str, Any]) -> dict[str, Any]:
                            "simulations": [{"split": r["split"], "doc": r["doc"], "start": r["start"],
                                             "tokens": r["tokens"], "true": r["true"], "simulated": r["baseline"]}
                                            for r in row["records"] if r["baseline"]]}
+        if row.get("baseline_verdict") is not None:
+            res["baseline"]["verdict"] = dict(row["baseline_verdict"])
     if row["lookup_correlation"] is not None:
         res["lookup_table"] = {"correlation": dict(row["lookup_correlation"])}
     return res

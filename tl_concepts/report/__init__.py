@@ -1,13 +1,15 @@
-"""Static HTML report of explanations and concepts (self-contained, works offline).
+"""Static HTML report of every stage (self-contained, works offline from ``file://``).
 
 Example:
-    >>> from tl_concepts.report import build_report                                    # doctest: +SKIP
-    >>> build_report("runs/x/report", explanations="runs/x/explain", concepts=cs)     # doctest: +SKIP
+    >>> from tl_concepts.report import build_report                 # doctest: +SKIP
+    >>> build_report("runs/x/report", run_dir="runs/x")             # doctest: +SKIP
 """
-from .build import build_report, unit_file
+from .build import build_report, token_cells, unit_file
+from .logits import load_logit_effects, logit_effects, save_logit_effects
 from .svg import histogram_svg, scatter_svg
 
-__all__ = ["build_report", "histogram_svg", "scatter_svg", "unit_file"]
+__all__ = ["build_report", "histogram_svg", "load_logit_effects", "logit_effects", "save_logit_effects",
+           "scatter_svg", "token_cells", "unit_file"]
 
 from tl_concepts._callable import make_callable  # noqa: E402  (tlc.report(...) calls tl_concepts.api.report)
 

@@ -1,326 +1,537 @@
-"""A static, self-contained HTML report: no server, no network, opens from disk.
+"""A static, self-contained HTML report: no server, no network, opens from ``file://``.
 
-Layout of ``out_dir``::
+Layout of the output folder::
 
-    index.html        summary, unit table, score plots, link to the concept browser
-    units/<key>.html  one page per unit: explanation, scores with intervals, baseline,
-                      test records coloured by true, simulated and baseline activation
-    concepts.html     concept browser: label and provenance, members in context, tree position
-    style.css, report.js
+    index.html          verdict counts, unit table (plots from 10 units on), LLM usage
+    units/<id>.html     one page per unit: explanations with scores, intervals and verdicts,
+                        activation histogram, logit effects (causal LMs), test / training /
+                        quantile / random records, prev/next, related rankings and descriptors
+    concepts.html       merge tree with clickable nodes, label status (accepted / rejected and
+                        why), alignment results, every concept in context
+    probes.html         test accuracy vs control task and majority baseline
+    rankings.html       ranking scores, neurons linked to their unit pages
+    descriptors.html    descriptor vocabulary with mapped units, P@k / R@k, Jaccard
+    search-index.js     the static search index (units, explanations, labels, descriptors)
+    style.css, report.js, data/logit_effects.json (when computed)
 
-Every text that came from a model or a corpus is HTML-escaped.
+Pages are rendered from the Jinja2 templates in ``tl_concepts/report/templates`` with
+autoescaping: every text from a model or a corpus is HTML-escaped.
 
 Example:
-    >>> build_report("runs/x/report", explanations="runs/x/explain", concepts=cs)   # doctest: +SKIP
+    >>> build_report("runs/x/report", run_dir="runs/x")    # doctest: +SKIP
     PosixPath('runs/x/report/index.html')
 """
 from __future__ import annotations
 
-import html
+import json
+import logging
 import math
 import os
-import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
-from tl_concepts.atomic import replacing_dir
 
+from tl_concepts.atomic import replacing_dir
+from tl_concepts.ids import unit_id
+
+from . import data as D
+from .logits import LOGIT_FILE, is_causal_lm, load_logit_effects, logit_effects
 from .svg import histogram_svg, scatter_svg
 
-TRUE_RGB = (0, 170, 60)
-SIM_RGB = (30, 90, 255)
-BASE_RGB = (230, 120, 0)
-
-CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1100px; color: #222; }
-h1, h2, h3 { font-weight: 600; } a { color: #1a55c4; }
-table { border-collapse: collapse; margin: .5rem 0 1rem; } td, th { border: 1px solid #ddd; padding: .25rem .5rem; }
-th { background: #f4f4f4; text-align: left; }
-.rec { margin: .6rem 0 1rem; padding: .4rem; border: 1px solid #eee; }
-.line { font-family: ui-monospace, monospace; white-space: pre-wrap; line-height: 1.9; }
-.line .who { display: inline-block; width: 6.5rem; color: #666; font-family: system-ui, sans-serif; }
-.tok { white-space: pre; border-radius: 2px; }
-.concept { border: 1px solid #ddd; padding: .5rem .8rem; margin: .6rem 0; }
-.concept.hidden { display: none; }
-mark { background: #ffe27a; }
-.muted { color: #777; } .plots { display: flex; gap: 1rem; flex-wrap: wrap; }
-.legend span { padding: 0 .4rem; margin-right: .5rem; }
-"""
-
-JS = """
-(function () {
-  var box = document.getElementById('filter');
-  if (box) {
-    box.addEventListener('input', function () {
-      var q = box.value.toLowerCase();
-      var items = document.querySelectorAll('.concept');
-      for (var i = 0; i < items.length; i++) {
-        var t = items[i].getAttribute('data-search') || '';
-        items[i].classList.toggle('hidden', q !== '' && t.indexOf(q) < 0);
-      }
-    });
-  }
-  document.body.setAttribute('data-ready', '1');
-})();
-"""
-
-
-def _e(x: Any) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
-
-
-def _f(x: Any, nd: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{float(x):.{nd}f}"
-
-
-def _interval(iv: Any) -> str:
-    if not iv or iv.get("value") is None:
-        return "n/a"
-    if iv.get("low") is None or iv.get("high") is None:
-        return _f(iv["value"])
-    return f"{_f(iv['value'])} <span class=muted>[{_f(iv['low'])}, {_f(iv['high'])}]</span>"
-
-
-def _corr(s: Any) -> float | None:
-    return None if not s or not s.get("correlation") else s["correlation"].get("value")
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+POS_RGB = (0, 140, 70)
+NEG_RGB = (210, 50, 50)
+MIN_PLOT_UNITS = 10
+"""From this many explained units on, the index shows histograms and a scatter plot."""
 
 
 def unit_file(key: str) -> str:
-    """File name of a unit's page (``blocks.3.mlp.hook_post:17`` -> ``blocks.3.mlp.hook_post-17.html``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", key) + ".html"
+    """File name of a unit's page, from its unit id (``blocks.3.mlp.hook_post.17``) or ``hook:unit``.
+
+    Example:
+        >>> unit_file("blocks.3.mlp.hook_post:17")
+        'blocks.3.mlp.hook_post.17.html'
+    """
+    if ":" in key:
+        hook, _, unit = key.rpartition(":")
+        key = unit_id(hook, unit)
+    return D.safe_name(key) + ".html"
 
 
-def _page(title: str, body: str, root: str = "") -> str:
-    return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-            f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{_e(title)}</title>"
-            f"<link rel=icon href='data:,'><link rel=stylesheet href='{root}style.css'></head>"
-            f"<body>\n{body}\n<script src='{root}report.js'></script></body></html>\n")
+# -- token cells ----------------------------------------------------------------------------------
+def _bg(v: float | None) -> str:
+    """Background of a value on the 0..10 display scale (negative: the second hue)."""
+    if v is None or not math.isfinite(v) or v == 0:
+        return ""
+    rgb = POS_RGB if v > 0 else NEG_RGB
+    a = min(1.0, abs(v) / 10.0)
+    return f"background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{a:.3f})"
 
 
-def _tokens_line(who: str, tokens: Sequence[str], acts: Sequence[float], scale: float, rgb: tuple[int, int, int],
-                 cls: str) -> str:
-    spans = []
-    for t, a in zip(tokens, acts):
-        alpha = 0.0 if scale <= 0 else max(0.0, min(1.0, float(a) / scale))
-        style = f"background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.3f})" if alpha > 0 else ""
-        spans.append(f"<span class='tok {cls}' style='{style}' title='{_f(a, 2)}'>{_e(t)}</span>")
-    return f"<div class=line><span class=who>{_e(who)}</span>{''.join(spans)}</div>"
+def token_cells(tokens: Sequence[str], rows: Sequence[tuple[str, Sequence[float | None], float]]) -> str:
+    """HTML of a record: one column per token, one cell per row (true, simulated, ...).
+
+    ``rows``: (name, raw values, factor to the 0..10 display scale). Columns wrap together,
+    so the rows stay aligned on every line."""
+    from markupsafe import escape
+
+    parts = ["<span class='t lab'>" + "".join(f"<span>{escape(name)}</span>" for name, _, _ in rows) + "</span>"]
+    for i, tok in enumerate(tokens):
+        cells = []
+        for name, vals, factor in rows:
+            raw = vals[i] if i < len(vals) else None
+            disp = None if raw is None else raw * factor
+            title = f"{name} {raw:.3f}" if raw is not None else f"{name} n/a"
+            style = _bg(disp)
+            cells.append(f"<span{' style=' + repr(style) if style else ''} title='{escape(title)}'>"
+                         f"{escape(tok) if tok else '&nbsp;'}</span>")
+        parts.append(f"<span class=t>{''.join(cells)}</span>")
+    return "".join(parts)
 
 
-def _scores_table(row: dict[str, Any]) -> str:
-    head = "<tr><th></th><th>correlation</th><th>r&sup2;</th><th>abs. dev. explained</th><th>records</th></tr>"
-    lines = []
-    for name, s in (("explanation (test)", row.get("scores")), ("explanation (random test)", row.get("scores_random")),
-                    ("baseline (test)", row.get("baseline_scores"))):
-        if s:
-            lines.append(f"<tr><td>{name}</td><td>{_interval(s.get('correlation'))}</td>"
-                         f"<td>{_interval(s.get('r_squared'))}</td><td>{_interval(s.get('abs_dev_explained'))}</td>"
-                         f"<td>{s.get('n_records', '')}</td></tr>")
-    if row.get("lookup_correlation"):
-        lines.append(f"<tr><td>token lookup table</td><td>{_interval(row['lookup_correlation'])}</td>"
-                     "<td></td><td></td><td></td></tr>")
-    out = f"<table>{head}{''.join(lines)}</table>" if lines else "<p class=muted>No scores.</p>"
-    cls = [(k, row.get(k)) for k in ("detection", "fuzzing") if row.get(k)]
-    if cls:
-        out += "<table><tr><th>scorer</th><th>balanced accuracy</th><th>AUROC</th><th>n+ / n- / failed</th></tr>"
-        for k, c in cls:
-            out += (f"<tr><td>{k}</td><td>{_f(c.get('balanced_accuracy'))}</td><td>{_f(c.get('auroc'))}</td>"
-                    f"<td>{c.get('n_positive')} / {c.get('n_negative')} / {c.get('n_failed')}</td></tr>")
-        out += "</table>"
+# -- inputs -------------------------------------------------------------------------------------------
+def _open_store(store: Any) -> Any:
+    if store is None:
+        return None
+    if isinstance(store, (str, os.PathLike)):
+        from tl_concepts.capture.store import ActivationStore
+
+        p = Path(store)
+        if not (p / "manifest.json").is_file():
+            return None
+        return ActivationStore(p)
+    return store
+
+
+def _ledger_rows(ledger: Any) -> list[dict[str, Any]]:
+    if not isinstance(ledger, dict):
+        return []
+    out = []
+    for r in ledger.get("rows", []):
+        fails = ", ".join(f"{k}={v}" for k, v in sorted((r.get("failures") or {}).items())) or "0"
+        cost = r.get("cost_usd")
+        out.append({**{k: r.get(k, 0) for k in ("stage", "backend", "model", "requests", "cache_hits",
+                                                 "prompt_tokens", "completion_tokens")},
+                    "failures": fails, "cost_usd": "n/a" if cost is None else f"{cost:.4f}"})
     return out
 
 
-def _unit_page(row: dict[str, Any], max_records: int) -> str:
-    key = row["key"]
-    body = [f"<p><a href='../index.html'>&larr; index</a></p><h1>{_e(key)}</h1>"]
-    body.append(f"<p>status: <b>{_e(row.get('status'))}</b> {_e(row.get('message') or '')}</p>")
-    body.append(f"<h2>Explanation</h2><p class=explanation>{_e(row.get('explanation') or 'none')}</p>")
-    body.append(f"<p class=muted>explainer {_e(row.get('explainer_model'))} ({_e(row.get('template_explain'))}), "
-                f"simulator {_e(row.get('simulator_model'))} ({_e(row.get('template_simulate'))}); "
-                f"max activation {_f(row.get('max_activation'))}, {row.get('n_activating', 0)} of "
-                f"{row.get('n_contexts', 0)} contexts activating</p>")
-    body.append(f"<h2>Scores</h2>{_scores_table(row)}")
-    body.append(f"<h2>Baseline</h2><p>{_e(row.get('baseline_explanation') or 'none')}</p>")
-    recs = row.get("records") or []
-    if recs:
-        t, s, b = TRUE_RGB, SIM_RGB, BASE_RGB
-        body.append("<h2>Test records</h2><p class=legend>"
-                    f"<span style='background:rgba({t[0]},{t[1]},{t[2]},.6)'>true activation</span>"
-                    f"<span style='background:rgba({s[0]},{s[1]},{s[2]},.6)'>simulated (0-10)</span>"
-                    f"<span style='background:rgba({b[0]},{b[1]},{b[2]},.6)'>baseline simulated</span></p>")
-        scale = max([float(row.get("max_activation") or 0.0)] + [max(r["true"], default=0.0) for r in recs])
-        for r in recs[:max_records]:
-            parts = [_tokens_line("true", r["tokens"], r["true"], scale, TRUE_RGB, "true"),
-                     _tokens_line("simulated", r["tokens"], r["simulated"], 10.0, SIM_RGB, "sim")]
-            if r.get("baseline"):
-                parts.append(_tokens_line("baseline", r["tokens"], r["baseline"], 10.0, BASE_RGB, "base"))
-            body.append(f"<div class=rec><div class=muted>{_e(r.get('split'))}, doc {r.get('doc')}</div>"
-                        f"{''.join(parts)}</div>")
-    return _page(key, "\n".join(body), root="../")
+def _unit_usage(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    tot: dict[str, Counter] = {}
+    for r in results:
+        for role in (r.get("llm_usage") or {}).values():
+            for stage, u in (role or {}).items():
+                if isinstance(u, dict):
+                    c = tot.setdefault(stage, Counter())
+                    for k, v in u.items():
+                        if isinstance(v, (int, float)):
+                            c[k] += v
+    return [{"stage": s, "requests": c.get("requests", c.get("calls", 0)), "prompt_tokens": c.get("prompt_tokens", 0),
+             "completion_tokens": c.get("completion_tokens", 0)} for s, c in sorted(tot.items())]
 
 
-def _explanation_rows(explanations: Any) -> list[dict[str, Any]]:
-    if explanations is None:
-        return []
-    if hasattr(explanations, "dataset") and hasattr(explanations, "kind"):
-        explanations = explanations.dataset
-    if hasattr(explanations, "to_list"):
-        return explanations.to_list()
-    from tl_concepts.hub.schemas import rows
-
-    return rows("explanations", explanations)
-
-
-def _concept_input(concepts: Any, sentences: Any) -> tuple[list[dict[str, Any]], dict[int, str], dict[int, list[int]]]:
-    """(concept rows, sentence id -> text, concept id -> ancestor ids)."""
-    ancestors: dict[int, list[int]] = {}
-    if concepts is None:
-        return [], {}, ancestors
-    from tl_concepts.concepts.model import ConceptSet
-
-    if hasattr(concepts, "dataset") and hasattr(concepts, "kind"):
-        sentences = sentences if sentences is not None else concepts.sentences
-        concepts = concepts.dataset
-    if isinstance(concepts, ConceptSet):
-        from tl_concepts.concepts.dataset import concept_rows
-
-        rows = concept_rows(concepts)
-        if sentences is None:
-            sentences = concepts.sentences
-        if concepts.tree is not None:
-            for r in rows:
-                chain, node = [], concepts.tree.parent_of(r["concept_id"])
-                while node is not None and len(chain) < 100:
-                    chain.append(int(node))
-                    node = concepts.tree.parent_of(node)
-                ancestors[r["concept_id"]] = chain
-    else:
-        rows = concepts.to_list() if hasattr(concepts, "to_list") else [dict(r) for r in concepts]
-    text: dict[int, str] = {}
-    if sentences is not None:
-        if hasattr(sentences, "to_list"):
-            sentences = sentences.to_list()
-        if isinstance(sentences, dict):
-            text = {int(k): v for k, v in sentences.items()}
-        else:
-            for i, s in enumerate(sentences):
-                if isinstance(s, dict):
-                    text[int(s["sentence"])] = s["text"]
-                else:
-                    text[i] = s
-    for r in rows:
-        ancestors.setdefault(r["concept_id"], [r["parent"]] if r.get("parent") is not None else [])
-    return rows, text, ancestors
+def _descriptor_input(src: Any) -> tuple[list[dict], list[dict], dict[str, Any]] | None:
+    """(vocabulary rows, mapping rows, metrics) of a descriptors folder or ``DescriptorOutput``."""
+    if src is None:
+        return None
+    if isinstance(src, (str, os.PathLike)):
+        p = Path(src)
+        if not (p / "mapping.parquet").is_file() and not (p / "metrics.json").is_file():
+            return None
+        return (D.table_rows(p, "vocabulary.parquet"), D.table_rows(p, "mapping.parquet"),
+                D.read_json(p / "metrics.json") or {})
+    if hasattr(src, "mapping"):
+        return (D.table_rows(getattr(src, "vocabulary", None), ""), D.table_rows(src.mapping, ""),
+                dict(getattr(src, "metrics", {}) or {}))
+    return [], D.table_rows(src, ""), {}
 
 
-def _in_context(sentence: str, index: int, word: str) -> str:
+class _Env:
+    def __init__(self, title: str):
+        import jinja2
+
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                                      autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        self.title = title
+        self.nav: list[dict[str, str]] = []
+
+    def render(self, name: str, root: str = "", **ctx: Any) -> str:
+        return self.env.get_template(name).render(title=self.title, nav=self.nav, root=root, **ctx)
+
+
+def _markup(s: str) -> Any:
+    from markupsafe import Markup
+
+    return Markup(s)
+
+
+def _in_context(sentence: str, index: int | None, word: str) -> Any:
+    from markupsafe import escape
+
     words = sentence.split()
-    if 0 <= index < len(words) and words[index] == word:
-        return " ".join(f"<mark>{_e(w)}</mark>" if i == index else _e(w) for i, w in enumerate(words))
-    return _e(sentence).replace(_e(word), f"<mark>{_e(word)}</mark>", 1)
+    if index is not None and 0 <= index < len(words) and words[index] == word:
+        return _markup(" ".join(f"<mark>{escape(w)}</mark>" if i == index else str(escape(w))
+                                for i, w in enumerate(words)))
+    return _markup(str(escape(sentence)).replace(str(escape(word)), f"<mark>{escape(word)}</mark>", 1))
 
 
-def _concepts_page(rows: list[dict[str, Any]], text: dict[int, str], ancestors: dict[int, list[int]],
-                   max_members: int) -> str:
-    present = {r["concept_id"] for r in rows}
-    label_of = {r["concept_id"]: r.get("label") for r in rows}
-
-    def ref(cid: int) -> str:
-        lab = label_of.get(cid)
-        name = f"#{cid}" + (f" {lab}" if lab else "")
-        return f"<a href='#c{cid}'>{_e(name)}</a>" if cid in present else f"<span class=muted>{_e(name)}</span>"
-
-    body = ["<p><a href='index.html'>&larr; index</a></p><h1>Concepts</h1>",
-            f"<p>{len(rows)} concepts. <input id=filter type=search placeholder='filter by label or word'></p>"]
-    for r in sorted(rows, key=lambda r: -r.get("size", 0)):
-        cid = r["concept_id"]
-        words = [m["word"] for m in r.get("members", [])]
-        types = list(dict.fromkeys(words))
-        search = " ".join([str(r.get("label") or "")] + types).lower()
-        path = " &rarr; ".join(ref(a) for a in reversed(ancestors.get(cid, []))) or "root"
-        kids = ", ".join(ref(c) for c in r.get("children", [])) or "none"
-        labels = "".join(f"<li>{_e(lab.get('label'))} <span class=muted>({_e(lab.get('status'))}, "
-                         f"{_e(lab.get('template'))} {_e(lab.get('template_version'))}, {_e(lab.get('model'))})</span></li>"
-                         for lab in r.get("labels", []))
-        ctx = []
-        seen: set[int] = set()
-        for m in r.get("members", []):
-            s = m.get("sentence")
-            if s in seen or s not in text:
-                continue
-            seen.add(s)
-            ctx.append(f"<li>{_in_context(text[s], int(m.get('index', -1)), m['word'])}</li>")
-            if len(ctx) >= max_members:
-                break
-        body.append(
-            f"<div class=concept id='c{cid}' data-search='{_e(search)}'><h3>#{cid}: "
-            f"{_e(r.get('label') or 'unlabelled')}</h3>"
-            f"<p class=muted>layer {r.get('layer')}, {r.get('size')} occurrences, {len(types)} word types</p>"
-            f"<p>words: {_e(', '.join(types[:30]))}</p>"
-            f"<p>tree: {path} &rarr; <b>#{cid}</b>; children: {kids}</p>"
-            + (f"<ul>{labels}</ul>" if labels else "")
-            + (f"<p>in context:</p><ul>{''.join(ctx)}</ul>" if ctx else "") + "</div>")
-    return _page("Concepts", "\n".join(body))
+def _sentences_of(cs: Any, sentences: Any) -> dict[int, str]:
+    src = sentences if sentences is not None else getattr(cs, "sentences", None)
+    if src is None:
+        return {}
+    if hasattr(src, "to_list"):
+        src = src.to_list()
+    if isinstance(src, dict):
+        return {int(k): v for k, v in src.items()}
+    out = {}
+    for i, s in enumerate(src):
+        if isinstance(s, dict):
+            out[int(s["sentence"])] = s["text"]
+        else:
+            out[i] = s
+    return out
 
 
-def _index_page(title: str, rows: list[dict[str, Any]], concepts: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    body = [f"<h1>{_e(title)}</h1>"]
-    if meta:
-        body.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in meta.items())
-                    + "</table>")
-    if concepts:
-        n_lab = sum(1 for c in concepts if c.get("label"))
-        body.append(f"<h2>Concepts</h2><p>{len(concepts)} concepts, {n_lab} labelled. "
-                    "<a href='concepts.html'>Browse the concepts</a></p>")
-    if rows:
-        expl = [_corr(r.get("scores")) for r in rows]
-        base = [_corr(r.get("baseline_scores")) for r in rows]
-        body.append("<h2>Explanations</h2><div class=plots>")
-        body.append(histogram_svg([x for x in expl if x is not None], title="explanation correlation",
-                                  rgb=SIM_RGB, overlay=[x for x in base if x is not None], overlay_rgb=BASE_RGB,
-                                  overlay_name="baseline"))
-        pairs = [(b, e) for e, b in zip(expl, base) if e is not None and b is not None]
-        body.append(scatter_svg(pairs, x_name="baseline correlation", y_name="explanation correlation"))
-        body.append("</div><table><tr><th>unit</th><th>status</th><th>explanation</th><th>correlation</th>"
-                    "<th>baseline</th></tr>")
-        order = sorted(range(len(rows)), key=lambda i: -(expl[i] if expl[i] is not None else -2))
-        for i in order:
-            r = rows[i]
-            body.append(f"<tr><td><a href='units/{_e(unit_file(r['key']))}'>{_e(r['key'])}</a></td>"
-                        f"<td>{_e(r.get('status'))}</td><td>{_e(r.get('explanation') or '')}</td>"
-                        f"<td>{_interval((r.get('scores') or {}).get('correlation'))}</td>"
-                        f"<td>{_f(base[i])}</td></tr>")
-        body.append("</table>")
-    if not rows and not concepts:
-        body.append("<p class=muted>Nothing to show: pass explanations= and/or concepts=.</p>")
-    return _page(title, "\n".join(body))
-
-
-def build_report(out_dir: str | os.PathLike, *, explanations: Any = None, concepts: Any = None,
-                 sentences: Any = None, meta: dict[str, Any] | None = None, title: str = "tl-concepts report",
-                 max_records: int = 20, max_members: int = 8) -> Path:
+# -- the report --------------------------------------------------------------------------------------
+def build_report(out_dir: str | os.PathLike, *, run_dir: str | os.PathLike | None = None, explanations: Any = None,
+                 concepts: Any = None, sentences: Any = None, store: Any = None, probes: Any = None,
+                 rankings: Any = None, alignment: Any = None, evaluation: Any = None, descriptors: Any = None,
+                 logit_effects_data: Any = None, model: Any = None, ledger: dict[str, Any] | None = None,
+                 meta: dict[str, Any] | None = None, title: str = "tl-concepts report", max_records: int = 20,
+                 max_members: int = 8, min_plot_units: int = MIN_PLOT_UNITS) -> Path:
     """Write the report folder and return the path of its ``index.html``.
 
-    ``explanations``: explain-runner result dicts, its output folder, an ``explanations``
-    dataset or a :class:`~tl_concepts.hub.LoadedDataset`. ``concepts``: a ``ConceptSet``, a
-    ``concepts`` dataset / rows or a loaded dataset; ``sentences``: the sentence texts members
-    point to (list by id, dict, or the ``sentences`` dataset). ``meta``: key/value facts for
-    the index (model, corpus, ...). The folder is built aside and moved into place.
+    ``run_dir``: a ``tl-concepts run`` folder; every input left None is read from it
+    (``explain/``, ``store/``, ``concepts/`` with ``evaluation.json``, ``probing/*.parquet``,
+    ``descriptors/``, ``logit_effects.json``, ``run.json``'s LLM ledger). Explicit arguments win:
+    ``explanations``: explain folder, result dicts or an ``explanations`` dataset; ``concepts``: a
+    ``ConceptSet`` or its folder; ``sentences``: texts members point to (default: the set's);
+    ``store``: an ``ActivationStore`` or its folder (histograms, training / quantile records);
+    ``probes`` / ``rankings`` / ``alignment``: the probing tables (Dataset, rows or folder);
+    ``evaluation``: concept alignment (``evaluation.json`` path or dict); ``descriptors``: a
+    ``DescriptorOutput`` or its folder; ``logit_effects_data``: a :func:`logit_effects` result
+    or its JSON file; ``model``: a causal TransformerLens model to compute logit effects of
+    the explained MLP neurons now; ``ledger``: ``Ledger.to_dict()`` of the run; ``meta``:
+    key/value facts for the index. The folder is built aside and moved into place.
 
     Example:
-        >>> build_report("runs/x/report", explanations="runs/x/explain")   # doctest: +SKIP
+        >>> build_report("runs/x/report", run_dir="runs/x")   # doctest: +SKIP
     """
-    rows = _explanation_rows(explanations)
-    crow, text, anc = _concept_input(concepts, sentences)
+    rd = Path(run_dir) if run_dir is not None else None
+    if rd is not None:
+        explanations = explanations if explanations is not None else rd / "explain"
+        store = store if store is not None else rd / "store"
+        concepts = concepts if concepts is not None else rd / "concepts"
+        probes = probes if probes is not None else rd / "probing" / "probes.parquet"
+        rankings = rankings if rankings is not None else rd / "probing" / "rankings.parquet"
+        alignment = alignment if alignment is not None else rd / "probing" / "alignment.parquet"
+        descriptors = descriptors if descriptors is not None else rd / "descriptors"
+        logit_effects_data = logit_effects_data if logit_effects_data is not None else rd / LOGIT_FILE
+        if ledger is None:
+            ledger = (D.read_json(rd / "run.json") or {}).get("llm_ledger")
+    results = D.explain_results(explanations)
+    units = [D.unit_view(r) for r in results]
+    units.sort(key=lambda u: (u["hook"], u["unit"] if isinstance(u["unit"], int) else 0, str(u["unit"])))
+    for u in units:
+        u["file"] = unit_file(u["id"])
+    st = _open_store(store)
+    cs = D.load_concepts(concepts)
+    if evaluation is None and isinstance(concepts, (str, os.PathLike)):
+        evaluation = Path(concepts) / "evaluation.json"
+    if isinstance(evaluation, (str, os.PathLike)):
+        evaluation = D.read_json(Path(evaluation))
+    if evaluation is not None and hasattr(evaluation, "to_dict"):
+        evaluation = evaluation.to_dict()
+    probe_rows = D.table_rows(probes, "probes.parquet")
+    rank_rows = D.table_rows(rankings.rankings if hasattr(rankings, "rankings") else rankings, "rankings.parquet")
+    if alignment is None and hasattr(rankings, "alignment"):
+        alignment = rankings.alignment
+    align_rows = D.table_rows(alignment, "alignment.parquet")
+    desc = _descriptor_input(descriptors)
+    effects = load_logit_effects(logit_effects_data)
+    if model is not None:
+        effects.update(_compute_effects(model, units))
+
+    env = _Env(title)
+    pages = [("concepts.html", "Concepts", cs is not None), ("probes.html", "Probes", bool(probe_rows)),
+             ("rankings.html", "Rankings", bool(rank_rows)), ("descriptors.html", "Descriptors", desc is not None)]
+    env.nav = [{"file": f, "name": n} for f, n, on in pages if on]
+    by_file = {u["id"]: u["file"] for u in units}
+    search: list[dict[str, str]] = []
+
     out = Path(out_dir)
     with replacing_dir(out) as tmp:
         (tmp / "units").mkdir()
-        (tmp / "style.css").write_text(CSS, encoding="utf-8")
-        (tmp / "report.js").write_text(JS, encoding="utf-8")
-        (tmp / "index.html").write_text(_index_page(title, rows, crow, dict(meta or {})), encoding="utf-8")
-        for r in rows:
-            (tmp / "units" / unit_file(r["key"])).write_text(_unit_page(r, max_records), encoding="utf-8")
-        if crow:
-            (tmp / "concepts.html").write_text(_concepts_page(crow, text, anc, max_members), encoding="utf-8")
+        for name in ("style.css", "report.js"):
+            (tmp / name).write_text((TEMPLATES / name).read_text(encoding="utf-8"), encoding="utf-8")
+        if effects:
+            (tmp / "data").mkdir()
+            (tmp / "data" / LOGIT_FILE).write_text(json.dumps({"units": effects}, indent=1, ensure_ascii=True),
+                                                   encoding="utf-8")
+        acts_cache: dict[str, Any] = {}
+        for i, u in enumerate(units):
+            html = _unit_page(env, u, units[i - 1] if i else None, units[i + 1] if i + 1 < len(units) else None,
+                              st, acts_cache, effects, rank_rows, desc, max_records, cs is not None)
+            (tmp / "units" / u["file"]).write_text(html, encoding="utf-8")
+            search.append({"k": "unit", "n": u["id"], "x": (u["llm"] or {}).get("text") or "",
+                           "u": f"units/{u['file']}"})
+            if u["baseline"] and u["baseline"].get("text"):
+                search.append({"k": "baseline", "n": u["id"], "x": u["baseline"]["text"], "u": f"units/{u['file']}"})
+        concept_stats: dict[str, Any] = {"concepts_n": None, "concepts_accepted": 0, "concepts_rejected": 0}
+        if cs is not None:
+            html, stats, entries = _concepts_page(env, cs, sentences, evaluation, align_rows, max_members)
+            (tmp / "concepts.html").write_text(html, encoding="utf-8")
+            concept_stats.update(stats)
+            search += entries
+        if probe_rows:
+            (tmp / "probes.html").write_text(_probes_page(env, probe_rows), encoding="utf-8")
+        if rank_rows:
+            (tmp / "rankings.html").write_text(_rankings_page(env, rank_rows, by_file), encoding="utf-8")
+        if desc is not None:
+            html, entries = _descriptors_page(env, desc, by_file)
+            (tmp / "descriptors.html").write_text(html, encoding="utf-8")
+            search += entries
+        (tmp / "search-index.js").write_text(
+            "window.TL_SEARCH = " + json.dumps(search, ensure_ascii=True).replace("</", "<\\/") + ";\n",
+            encoding="utf-8")
+        (tmp / "index.html").write_text(_index_page(env, units, results, meta or {}, ledger, concept_stats,
+                                                    len(probe_rows), len({_rank_key(r) for r in rank_rows}),
+                                                    None if desc is None else _n_entries(desc), min_plot_units),
+                                        encoding="utf-8")
     return out / "index.html"
+
+
+def _compute_effects(model: Any, units: list[dict[str, Any]]) -> dict[str, Any]:
+    if not is_causal_lm(model):
+        return {}
+    hooks: dict[str, list[int]] = {}
+    for u in units:
+        if str(u["hook"]).endswith("mlp.hook_post") and isinstance(u["unit"], int):
+            hooks.setdefault(u["hook"], []).append(u["unit"])
+    out: dict[str, Any] = {}
+    for hook, us in hooks.items():
+        try:
+            out.update(load_logit_effects(logit_effects(model, hook, us)))
+        except ValueError as e:
+            log.warning("logit effects of %s not computed: %s", hook, e)
+    return out
+
+
+# -- pages ------------------------------------------------------------------------------------------
+def _index_page(env: _Env, units: list[dict], results: list[dict], meta: dict[str, Any], ledger: Any,
+                concept_stats: dict[str, Any], n_probes: int, n_rankings: int, n_desc: int | None,
+                min_plot_units: int) -> str:
+    plots = []
+    scored = [u for u in units if u["corr"] is not None]
+    if len(scored) >= min_plot_units:
+        plots.append(_markup(histogram_svg([u["corr"]["value"] for u in scored], lo=-1, hi=1,
+                                           title="LLM explanations: test correlation", x_label="correlation",
+                                           y_label="units")))
+        base = [u["base_corr"]["value"] for u in units if u["base_corr"] is not None]
+        if base:
+            plots.append(_markup(histogram_svg(base, lo=-1, hi=1, title="baseline: test correlation",
+                                               x_label="correlation", y_label="units", rgb=(230, 120, 0))))
+        lut = [u["lookup"]["value"] for u in units if u["lookup"] is not None]
+        if lut:
+            plots.append(_markup(histogram_svg(lut, lo=-1, hi=1, title="lookup table: test correlation",
+                                               x_label="correlation", y_label="units", rgb=(120, 120, 120))))
+        both = [u for u in scored if u["base_corr"] is not None]
+        if both:
+            plots.append(_markup(scatter_svg(
+                [(u["base_corr"]["value"], u["corr"]["value"]) for u in both],
+                x_err=[(u["base_corr"]["low"], u["base_corr"]["high"]) for u in both],
+                y_err=[(u["corr"]["low"], u["corr"]["high"]) for u in both],
+                x_label="baseline correlation", y_label="LLM explanation correlation",
+                title="per unit, with 95% intervals")))
+    status = Counter(u["status"] for u in units)
+    return env.render("index.html.j2", page_title="index", meta=[(k, v) for k, v in meta.items()], units=units,
+                      verdicts=D.verdict_counts(units), status_counts=sorted(status.items()), plots=plots,
+                      min_plot_units=min_plot_units, ledger_rows=_ledger_rows(ledger),
+                      unit_usage=_unit_usage(results), probes_n=n_probes, rankings_n=n_rankings,
+                      descriptors_n=n_desc, **concept_stats)
+
+
+def _store_records(st: Any, u: dict[str, Any], scale: float, max_records: int) -> tuple[list, list, Any, int]:
+    """(training records, quantile bins, histogram svg, n tokens) of a unit from the store."""
+    if st is None or u["hook"] not in st.hooks or not isinstance(u["unit"], int):
+        return [], [], None, 0
+    try:
+        ur = st.unit_records(u["hook"], u["unit"])
+    except Exception as e:  # a store that cannot serve this unit: say so on the page, keep building
+        log.warning("store records of %s unavailable: %s", u["id"], e)
+        return [], [], None, 0
+
+    def view(recs: Sequence[Any], where: str) -> list[dict[str, Any]]:
+        out = []
+        for r in recs:
+            acts = [D.finite(a) for a in r.activations]
+            mx = max((a for a in acts if a is not None), default=None)
+            out.append({"where": f"{where}, doc {r.doc}, token {r.start}", "max": mx,
+                        "cells": _markup(token_cells(r.tokens, [("true", acts, 10.0 / scale)]))})
+        return sorted(out, key=lambda r: -(r["max"] if r["max"] is not None else -math.inf))[:max_records]
+
+    train = view(list(ur.train_top) + list(getattr(ur, "train_random", [])), "training")
+    quant = [{"bin": b, "records": view(recs, f"quantile bin {b + 1}")}
+             for b, recs in sorted((getattr(ur, "quantile", None) or {}).items())]
+    return train, quant, None, 0
+
+
+def _unit_page(env: _Env, u: dict[str, Any], prev: dict | None, nxt: dict | None, st: Any, acts_cache: dict,
+               effects: dict[str, Any], rank_rows: list[dict], desc: Any, max_records: int, has_concepts: bool) -> str:
+    recs = u["records"]
+    scale = max([u["max_activation"] or 0.0] + [r["max"] or 0.0 for r in recs])
+    scale = scale if scale > 0 else 1.0
+    has_base = any(r["baseline"] for r in recs)
+    row_names = "true (top), simulated from the LLM explanation" + (", simulated from the baseline" if has_base else "")
+
+    def view(r: dict[str, Any]) -> dict[str, Any]:
+        rows = [("true", r["true"], 10.0 / scale), ("simulated", r["simulated"], 1.0)]
+        if has_base:
+            rows.append(("baseline", r["baseline"] or [], 1.0))
+        return {"where": f"{r['split']}, doc {r['doc']}, token {r['start']}", "max": r["max"],
+                "cells": _markup(token_cells(r["tokens"], rows))}
+
+    test_top = [view(r) for r in recs if r["split"] != "test_random"][:max_records]
+    test_random = [view(r) for r in recs if r["split"] == "test_random"][:max_records]
+    train, quant, _, _ = _store_records(st, u, scale, max_records)
+    histogram, hist_n = None, 0
+    if st is not None and u["hook"] in st.hooks and isinstance(u["unit"], int):
+        try:
+            if u["hook"] not in acts_cache:
+                acts_cache[u["hook"]] = st.activations(u["hook"])
+            col = acts_cache[u["hook"]][:, u["unit"]]
+            hist_n = int(col.shape[0])
+            histogram = _markup(histogram_svg(col.tolist(), title=f"activations of {u['id']}",
+                                              x_label="activation", log_y=True, n_bins=40))
+        except Exception as e:
+            log.warning("histogram of %s unavailable: %s", u["id"], e)
+    logits = None
+    if effects:
+        logits = effects.get(u["id"]) or {}
+    related = []
+    for r in rank_rows:
+        if r.get("hook") == u["hook"] and r.get("neuron") == u["unit"]:
+            src = str(r.get("source") or "")
+            related.append({**r, "anchor": _rank_anchor(r), "name": r.get("name") or r.get("label"),
+                            "concept_anchor": f"c{r['label']}" if has_concepts and src.startswith("concepts")
+                            and str(r.get("label", "")).isdigit() else None})
+    related.sort(key=lambda r: r["rank"])
+    rel_desc = []
+    if desc is not None:
+        rel_desc = sorted([m for m in desc[1] if m.get("neuron") == u["unit"]],
+                          key=lambda m: (m.get("half", ""), m.get("rank", 0)))
+    return env.render("unit.html.j2", root="../", page_title=u["id"], u=u, prev=prev, next=nxt, scale=scale,
+                      row_names=row_names, test_top=test_top, test_random=test_random, train=train,
+                      quantiles=quant, has_store=st is not None, histogram=histogram, hist_n=hist_n,
+                      logits=logits, related_rankings=related[:30], related_descriptors=rel_desc[:30],
+                      min_class=D.MIN_CLASS)
+
+
+def _concepts_page(env: _Env, cs: Any, sentences: Any, evaluation: Any, align_rows: list[dict],
+                   max_members: int) -> tuple[str, dict[str, Any], list[dict[str, str]]]:
+    rows, roots = D.concept_views(cs)
+    text = _sentences_of(cs, sentences)
+    for r in rows:
+        ctx, seen = [], set()
+        for m in r["members"]:
+            s = m["sentence"]
+            if s is None or s not in text or text[s] in seen:
+                continue
+            seen.add(text[s])
+            ctx.append(_in_context(text[s], m["index"], m["word"]))
+            if len(ctx) >= max_members:
+                break
+        r["contexts"] = ctx
+    states = Counter(lab["state"] for r in rows for lab in r["labels"])
+    alignment = []
+    for a in ((evaluation or {}).get("alignment") or {}).values():
+        n_c, n_t = a.get("n_concepts") or 0, a.get("n_tags") or 0
+        alignment.append({**a, "aligned_share": a.get("aligned_share", a.get("n_aligned", 0) / n_c if n_c else 0.0),
+                          "tag_coverage": a.get("tag_coverage", a.get("n_tags_covered", 0) / n_t if n_t else 0.0)})
+    meta = getattr(cs, "meta", {}) or {}
+    info = [(k, meta[k]) for k in ("mode", "agg") if k in meta and not isinstance(meta[k], (dict, list))]
+    info = [("layer", cs.layer), ("hook", cs.hook), ("K", cs.k)] + info
+    html = env.render("concepts.html.j2", page_title="concepts", concepts=rows, roots=roots,
+                      present={r["id"] for r in rows}, info=info, alignment=alignment, sub_alignment=align_rows,
+                      n_accepted=states.get("accepted", 0), n_rejected=states.get("rejected", 0),
+                      n_failed=states.get("failed", 0))
+    n_acc = sum(1 for r in rows if r["label"])
+    n_rej = sum(1 for r in rows if any(lab["state"] == "rejected" for lab in r["labels"]) and not r["label"])
+    entries = [{"k": "concept", "n": f"#{r['id']}", "x": (r["label"] or "") + " · " + ", ".join(r["types"][:8]),
+                "u": f"concepts.html#c{r['id']}"} for r in rows]
+    return html, {"concepts_n": len(rows), "concepts_accepted": n_acc, "concepts_rejected": n_rej}, entries
+
+
+def _probes_page(env: _Env, rows: list[dict]) -> str:
+    probes = []
+    for r in rows:
+        t, m = D.finite(r.get("test_accuracy")), D.finite(r.get("majority_accuracy"))
+        probes.append({**{k: r.get(k) for k in ("hook", "label", "task", "size")}, "name": r.get("name") or r.get("label"),
+                       "test_accuracy": t, "majority_accuracy": m, "control_accuracy": D.finite(r.get("control_accuracy")),
+                       "selectivity": D.finite(r.get("selectivity")),
+                       "over_majority": None if t is None or m is None else t - m,
+                       "anchor": "p-" + D.safe_name(f"{r.get('hook')}-{r.get('label')}-{r.get('task')}")})
+    return env.render("probes.html.j2", page_title="probes", probes=probes)
+
+
+def _rank_key(r: dict[str, Any]) -> tuple:
+    return (r.get("hook"), r.get("source", ""), r.get("label"), r.get("method"))
+
+
+def _rank_anchor(r: dict[str, Any]) -> str:
+    return "r-" + D.safe_name(f"{r.get('hook')}-{r.get('source', '')}-{r.get('label')}-{r.get('method')}")
+
+
+def _rankings_page(env: _Env, rows: list[dict], by_id: dict[str, str]) -> str:
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        g = groups.setdefault(_rank_key(r), {"hook": r.get("hook"), "source": r.get("source", ""),
+                                             "label": r.get("label"), "name": r.get("name") or r.get("label"),
+                                             "method": r.get("method"), "anchor": _rank_anchor(r), "rows": []})
+        g["rows"].append({"rank": r.get("rank"), "neuron": r.get("neuron"), "score": D.finite(r.get("score")),
+                          "file": by_id.get(unit_id(r.get("hook"), r.get("neuron")))})
+    for g in groups.values():
+        g["rows"].sort(key=lambda x: x["rank"])
+    return env.render("rankings.html.j2", page_title="rankings", groups=list(groups.values()))
+
+
+def _n_entries(desc: Any) -> int:
+    vocab, mapping, metrics = desc
+    if metrics.get("entries") is not None:
+        return int(metrics["entries"])
+    return len(vocab) if vocab else len({m.get("entry") for m in mapping})
+
+
+def _descriptors_page(env: _Env, desc: Any, by_id: dict[str, str]) -> tuple[str, list[dict[str, str]]]:
+    vocab, mapping, metrics = desc
+    hook = metrics.get("hook")
+    units_of: dict[int, list[dict[str, Any]]] = {}
+    names: dict[int, str] = {}
+    for m in mapping:
+        names.setdefault(m["entry"], m.get("descriptor", ""))
+        if m.get("half") == "calibration":
+            f = next((f for uid, f in by_id.items() if uid.endswith(f".{m['neuron']}")
+                      and (hook is None or uid.startswith(hook))), None)
+            units_of.setdefault(m["entry"], []).append({"neuron": m["neuron"], "excess": D.finite(m.get("excess")),
+                                                        "file": f})
+    entries = []
+    for v in vocab:
+        eid = int(v.get("id"))
+        sents = v.get("sentences")
+        entries.append({"id": eid, "descriptor": v.get("representative") or names.get(eid, ""),
+                        "members": list(v.get("members") or []),
+                        "n_sentences": len(sents) if isinstance(sents, list) else sents,
+                        "units": sorted(units_of.get(eid, []), key=lambda x: -(x["excess"] or 0))})
+    known = {e["id"] for e in entries}
+    for eid, name in sorted(names.items()):
+        if eid not in known:
+            entries.append({"id": eid, "descriptor": name, "members": [], "n_sentences": None,
+                            "units": sorted(units_of.get(eid, []), key=lambda x: -(x["excess"] or 0))})
+    entries.sort(key=lambda e: (-len(e["units"]), e["id"]))
+    mkeys = ("entries", "neurons_mapped", "neurons", "sentences", "ok", "jaccard", "precision_at_k", "recall_at_k", "k")
+    m = {k: metrics.get(k) for k in mkeys}
+    search = [{"k": "descriptor", "n": e["descriptor"], "x": ", ".join(str(x["neuron"]) for x in e["units"][:8]),
+               "u": f"descriptors.html#e{e['id']}"} for e in entries]
+    return env.render("descriptors.html.j2", page_title="descriptors", entries=entries, metrics=m), search
