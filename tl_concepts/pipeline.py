@@ -110,8 +110,8 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     from tl_concepts.corpus import load_corpus
     from tl_concepts.descriptors import DescriptorsConfig, run_descriptors
     from tl_concepts.explain.runner import ExplainConfig, explain_store, summary_table
-    from tl_concepts.hub.cards import meta_from_manifest
-    from tl_concepts.hub.push import publish, save_local
+    from tl_concepts.hub.cards import meta_from_manifest, model_identity
+    from tl_concepts.hub.push import EmptyDatasetError, publish, save_local
     from tl_concepts.llm import get_llm
     from tl_concepts.probing.runner import ProbeConfig, RankConfig, run_probes, run_rankings
     from tl_concepts.report import build_report
@@ -124,10 +124,12 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     llm_kw = {"base_url": cfg.base_url} if cfg.base_url else {}
     llm = get_llm(cfg.llm, cache=out / "llm-cache.sqlite", **llm_kw)
 
+    loaded: dict[str, Any] = {}
+
     def do_capture():
         corpus = load_corpus(cfg.corpus, max_docs=cfg.max_docs)
-        model = models.load(cfg.model)
-        return capture(model, corpus, [mlp_hook, resid_hook], out / "store", model_name=cfg.model,
+        loaded["model"] = models.load(cfg.model)
+        return capture(loaded["model"], corpus, [mlp_hook, resid_hook], out / "store", model_name=cfg.model,
                        progress=cfg.progress, overwrite=cfg.overwrite)
 
     store = _stage("capture", stages, do_capture, cfg.progress)
@@ -170,9 +172,11 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         "descriptors": (descriptors, "Neuron descriptors"),
     }
 
-    metas = {kind: meta_from_manifest(store.manifest, pretty_name=f"{title} ({cfg.model}, {cfg.corpus})",
+    model_id = model_identity(cfg.model)["id"]
+    metas = {kind: meta_from_manifest(store.manifest, pretty_name=f"{title} ({model_id}, {cfg.corpus})",
                                       **base_meta)
              for kind, (_, title) in datasets.items()}
+    metas["descriptors"].stage_settings = {"hook": mlp_hook}  # its table has no hook column
 
     def do_save():
         return {kind: str(save_local(kind, data, metas[kind], out / "datasets" / kind))
@@ -180,20 +184,23 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
 
     dataset_paths = _stage("datasets", stages, do_save, cfg.progress)
     report = _stage("report", stages, lambda: build_report(
-        out / "report", explanations=str(out / "explain"), concepts=concept_set,
-        meta={"model": cfg.model, "corpus": f"{cfg.corpus} ({store.manifest['corpus']['n_docs']} docs)",
+        out / "report", run_dir=out, concepts=concept_set, model=loaded.get("model"), ledger=ledger,
+        meta={"model": model_id, "corpus": f"{cfg.corpus} ({store.manifest['corpus']['n_docs']} docs)",
               "layer": cfg.layer, "LLM": cfg.llm or "in-process SmolLM2-135M-Instruct",
               "LLM usage (this invocation)": _usage_line(ledger)}), cfg.progress)
 
-    published = {}
+    published: dict[str, str] = {}
+    not_published: dict[str, str] = {}
     if cfg.push_to_hub:
-        def do_push():
-            res = {}
+        def do_push() -> dict[str, str]:
+            urls = {}
             for kind, (data, _) in datasets.items():
-                r = publish(kind, data, metas[kind], f"{cfg.push_to_hub}-{kind}", private=cfg.private,
-                            token=token)
-                res[kind] = getattr(r, "url", None) or f"{cfg.push_to_hub}-{kind}"
-            return res
+                try:
+                    urls[kind] = publish(kind, data, metas[kind], f"{cfg.push_to_hub}-{kind}",
+                                         private=cfg.private, token=token).url
+                except EmptyDatasetError as e:  # nothing to publish (e.g. no neuron got a descriptor)
+                    not_published[kind] = str(e)
+            return urls
         published = _stage("push to hub", stages, do_push, cfg.progress)
 
     ok = [r for r in explanations if r.status == "ok"]
@@ -213,6 +220,7 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         "datasets": dataset_paths,
         "report": str(report),
         "published": published,
+        "not_published": not_published,
         "stages": stages,
         "llm_ledger": ledger,
     }
@@ -223,5 +231,6 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         + (f" ({descriptors.message})" if descriptors.message else ""),
         "", llm.ledger.summary_table(), "",
         f"report    {report}", f"datasets  {out / 'datasets'}", f"run       {out / 'run.json'}",
-        *(f"hub       {url}" for url in published.values())])
+        *(f"hub       {url}" for url in published.values()),
+        *(f"not pushed {kind}: {why}" for kind, why in not_published.items())])
     return result
