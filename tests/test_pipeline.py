@@ -37,6 +37,11 @@ def test_main_job_end_to_end(tmp_path):
         env = {**os.environ, **hub.env(tmp_path / "hf-home"), "HF_TOKEN": TOKEN}
         env.pop("TL_CONCEPTS_LLM", None)
         out = tmp_path / "run"
+        # killed between two dataset cards: the same command resumes to a finished run
+        crash = subprocess.run([sys.executable, "-m", "tl_concepts.cli", "run", "--out", str(out), "--max-docs", "10",
+                                "-k", "6", "--units", "1", "--no-progress"],
+                               env={**env, "TL_CONCEPTS_CRASH_AT": "cards.dataset:2"}, capture_output=True, text=True)
+        assert crash.returncode == 137 and not (out / "run.json").exists(), crash.stderr[-2000:]
         first = _run(out, env)
 
         assert first["tokens"] > 500 and first["concepts"] == 6

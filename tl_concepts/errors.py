@@ -69,6 +69,11 @@ class LLMError(TLConceptsError, RuntimeError):
         super().__init__(message)
         self.kind = kind
 
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        """2 for a bad setting or an unreadable cache file (fix the input); 1 otherwise."""
+        return 2 if self.kind in ("config", "cache", "bad_request") else 1
+
 
 class LLMAuthError(LLMError):
     """The endpoint refused the credentials (HTTP 401/403)."""

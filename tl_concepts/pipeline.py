@@ -178,9 +178,12 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
              for kind, (_, title) in datasets.items()}
     metas["descriptors"].stage_settings = {"hook": mlp_hook}  # its table has no hook column
 
-    def do_save():
-        return {kind: str(save_local(kind, data, metas[kind], out / "datasets" / kind))
-                for kind, (data, _) in datasets.items()}
+    def do_save() -> dict[str, str]:
+        paths = {}
+        for kind, (data, _) in datasets.items():  # each folder is swapped in whole (atomic)
+            paths[kind] = str(save_local(kind, data, metas[kind], out / "datasets" / kind))
+            crashpoint("cards.dataset")
+        return paths
 
     dataset_paths = _stage("datasets", stages, do_save, cfg.progress)
     report = _stage("report", stages, lambda: build_report(

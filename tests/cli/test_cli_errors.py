@@ -81,3 +81,55 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
         action.set_defaults(func=boom)
     with pytest.raises(ZeroDivisionError):
         cli.main(["explain", "--hook", HOOK])
+
+
+RESID = "blocks.0.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def words_store(tiny_bridge, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-words") / "store"
+    capture(tiny_bridge, TEXTS * 3, [RESID, HOOK], d, context_tokens=32, progress=False)
+    return d
+
+
+@pytest.mark.parametrize("stage", ["concepts", "descriptors"])
+def test_wrong_key_stops_concepts_label_and_descriptors(stage, words_store, standin, tmp_path, capsys,
+                                                        monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-WRONG-secret-456")
+    monkeypatch.setenv("TL_CONCEPTS_LLM_CACHE", str(tmp_path / "cache.sqlite"))
+    llm = ["--llm", "openai:standin-model", "--base-url", standin.base_url]
+    if stage == "concepts":
+        args = ["concepts", "--store", str(words_store), "--hook", RESID, "-k", "4", "--min-count", "1",
+                "--out", str(tmp_path / "c"), "--label", "--no-progress", *llm]
+    else:
+        args = ["descriptors", "--store", str(words_store), "--hook", HOOK, "--out", str(tmp_path / "d"), *llm]
+    rc = cli.main(args)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert len([x for x in err.splitlines() if x.startswith("tl-concepts: error:")]) == 1, err
+    assert "Traceback" not in err and "sk-WRONG-secret-456" not in err
+    assert "401" in err or "key" in err.lower()
+
+
+def test_corrupt_manifest_and_interrupted_store_are_one_line(words_store, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(words_store, bad)
+    (bad / "manifest.json").write_text("{ not json", encoding="utf-8")
+    rc = _explain(bad, tmp_path / "x", "--units", "0:1")
+    err = capsys.readouterr().err
+    assert rc == 2 and "manifest.json" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unreadable_llm_cache_names_the_file(store_dir, standin, tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache.sqlite"
+    cache.write_bytes(b"this is not a sqlite database" * 100)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-right-key")
+    monkeypatch.setenv("TL_CONCEPTS_LLM_CACHE", str(cache))
+    rc = _explain(store_dir, tmp_path / "x", "--units", "0:1", "--llm", "openai:standin-model",
+                  "--base-url", standin.base_url)
+    err = capsys.readouterr().err
+    assert rc == 2 and str(cache) in err and "mv" in err, err
