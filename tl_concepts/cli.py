@@ -196,7 +196,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tl_concepts import __version__
+
     parser = argparse.ArgumentParser(prog="tl-concepts", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tl-concepts {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_capture(sub)
