@@ -14,7 +14,14 @@ max_tokens). A re-clustering, another template or another LLM means a fresh requ
 **Runs heal.** A label that failed for a transient reason (``retries_exhausted``,
 ``transient``: see :func:`tl_concepts.llm.base.is_transient`) is asked again on the next run;
 a permanent per-item answer (``refusal``, ``content_filter``, ``unparseable``, a ``rejected``
-label) stays with its reason until ``retry_failed=True``. A fatal LLM error
+label) stays with its reason until ``retry_failed=True``.
+
+**Usage travels with the label.** Each concept's request goes through
+``llm.tagged(unit="concept:<id>", stage="concepts.label")`` and the label stores that
+request's usage (:attr:`ConceptLabel.usage`, plus the usage of a failed label of the same
+inputs it replaces). A label reused from the store keeps the usage of the call that produced
+it, so :func:`tl_concepts.usage.labels_usage` reports the same requests and tokens after a
+rerun that made no request (see :mod:`tl_concepts.usage`). A fatal LLM error
 (:class:`tl_concepts.errors.LLMError`: wrong key, unreachable server, ...) stops labelling;
 the batches finished before it stay saved.
 
@@ -46,11 +53,15 @@ from tl_concepts.crash import crashpoint
 from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
 from tl_concepts.llm.base import LLM, ChatResult, Message, is_transient
+from tl_concepts.llm.ledger import merge_usage
 
 from .model import ACCEPTED, Concept, ConceptLabel, ConceptSet, _atomic_text
 from .prompts import TEMPLATES, LabelTemplate, default_template, label_gate
 
 log = logging.getLogger("tl_concepts.concepts")
+
+LABEL_STAGE = "concepts.label"
+"""Ledger stage of labelling requests (each tagged with the unit ``concept:<id>``)."""
 
 PERMANENT_FAILURES = frozenset({"refusal", "content_filter", "unparseable"})
 """Failure kinds recorded under their own name as the label status."""
@@ -208,9 +219,13 @@ async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | st
 
     async def one(cid: int) -> ConceptLabel:
         rq = reqs[cid]
-        res = await llm.achat(rq.messages, temperature=opts.temperature, max_tokens=max_tokens,
-                              stage="concepts.label")
-        return _to_label(rq, res, tpl, opts, llm)
+        view = llm.tagged(unit=f"concept:{cid}", stage=LABEL_STAGE)  # meters this concept's call
+        res = await view.achat(rq.messages, temperature=opts.temperature, max_tokens=max_tokens,
+                               stage=LABEL_STAGE)
+        lab = _to_label(rq, res, tpl, opts, llm)
+        before = found.get(cid)  # a failed label of the same inputs that this one replaces
+        lab.usage = merge_usage(before.usage if before is not None else None, view.usage())
+        return lab
 
     try:
         for start in range(0, len(todo), opts.batch_size):

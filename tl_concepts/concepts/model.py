@@ -78,6 +78,12 @@ class ConceptLabel:
     members_fp: str = ""
     """Fingerprint of the concept's member occurrences (sentence, position, word) alone; a
     label is attached only to a concept with exactly these members."""
+    usage: dict[str, Any] = field(default_factory=dict)
+    """LLM usage that produced this label (keys of :data:`tl_concepts.llm.USAGE_KEYS`:
+    calls, requests, retries, cache_hits, prompt_tokens, completion_tokens, failures,
+    cost_usd), including earlier failed attempts at the same inputs that it replaced. Kept
+    when the label is reused from a store, so a rerun reports what the label cost; empty for
+    labels written before usage was stored, or imported ones (see :mod:`tl_concepts.usage`)."""
 
     @property
     def accepted(self) -> bool:
@@ -89,8 +95,12 @@ class ConceptLabel:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ConceptLabel":
+        """Read :meth:`to_dict` output; unknown keys are ignored, a missing (or null)
+        ``usage`` (lines written by older versions) becomes ``{}``."""
         names = cls.__dataclass_fields__.keys()
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["usage"] = dict(kw.get("usage") or {})
+        return cls(**kw)
 
 
 @dataclass

@@ -21,7 +21,14 @@ fatal LLM error (wrong key, unknown model, unreachable endpoint:
 answers. A torn last line (a crash mid-write) is ignored on reading.
 
 Record fields: ``sentence`` (global id), ``text``, ``status``, ``descriptors`` (list),
-``raw``, ``message``, ``model``, ``backend``, ``template``, ``template_version``, ``key``.
+``raw``, ``message``, ``model``, ``backend``, ``template``, ``template_version``, ``key``,
+``usage``.
+
+Usage travels with the answer: each sentence's request goes through
+``llm.tagged(unit="sentence:<id>", stage="descriptors.generate")`` and its record stores that
+request's usage (plus the usage of a failed record of the same key it replaces); a reused
+record keeps it, so a rerun that makes no request still reports what the answers cost (see
+:mod:`tl_concepts.usage`).
 
 Example:
     >>> from tl_concepts.llm import get_llm                                      # doctest: +SKIP
@@ -46,10 +53,14 @@ from tl_concepts.crash import crashpoint
 from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
 from tl_concepts.llm.base import LLM, ChatResult, is_transient
+from tl_concepts.llm.ledger import merge_usage
 
 from .prompts import TEMPLATE, DescriptorTemplate
 
 log = logging.getLogger(__name__)
+
+DESCRIPTOR_STAGE = "descriptors.generate"
+"""Ledger stage of descriptor requests (each tagged with the unit ``sentence:<id>``)."""
 
 
 @dataclass
@@ -79,6 +90,12 @@ class SentenceDescriptors:
     """Prompt template version."""
     key: str = ""
     """Fingerprint of the inputs that produced this answer (:func:`sentence_key`)."""
+    usage: dict[str, Any] = field(default_factory=dict)
+    """LLM usage that produced this answer (keys of :data:`tl_concepts.llm.USAGE_KEYS`),
+    including earlier failed answers to the same inputs that it replaced; kept when the
+    record is reused, empty for records written before usage was stored. Sentences that
+    share a key share one record and one request: sum usage per distinct ``key``
+    (:func:`tl_concepts.usage.descriptors_usage` does)."""
 
     @property
     def ok(self) -> bool:
@@ -110,7 +127,9 @@ def _read_lines(path: Path) -> list[SentenceDescriptors]:
         except json.JSONDecodeError:
             continue  # torn line from an interrupted write
         if isinstance(d, dict) and {"sentence", "text", "status"} <= set(d):
-            out.append(SentenceDescriptors(**{k: v for k, v in d.items() if k in names}))
+            kw = {k: v for k, v in d.items() if k in names}
+            kw["usage"] = dict(kw.get("usage") or {})  # older lines have none
+            out.append(SentenceDescriptors(**kw))
     return out
 
 
@@ -189,9 +208,13 @@ async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: st
                unit="sentence", disable=not progress)
 
     async def one(sid: int) -> SentenceDescriptors:
-        res = await llm.achat(template.render(sentences[sid]), temperature=temperature,
-                              max_tokens=template.max_tokens, stage="descriptors.generate")
-        return to_record(sid, sentences[sid], res, template, llm, keys[sid])
+        view = llm.tagged(unit=f"sentence:{sid}", stage=DESCRIPTOR_STAGE)  # meters this sentence's call
+        res = await view.achat(template.render(sentences[sid]), temperature=temperature,
+                               max_tokens=template.max_tokens, stage=DESCRIPTOR_STAGE)
+        rec = to_record(sid, sentences[sid], res, template, llm, keys[sid])
+        before = done.get(keys[sid])  # a failed answer to the same inputs that this one replaces
+        rec.usage = merge_usage(before.usage if before is not None else None, view.usage())
+        return rec
 
     try:
         for start in range(0, len(todo), batch_size):
@@ -211,7 +234,8 @@ async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: st
             bar.set_postfix(batch_ok=n_ok, batch_failed=len(batch) - n_ok)
     finally:
         bar.close()
-    return [dataclasses.replace(done[keys[s]], sentence=int(s), text=sentences[s]) for s in sentences]
+    return [dataclasses.replace(done[keys[s]], sentence=int(s), text=sentences[s], usage=dict(done[keys[s]].usage))
+            for s in sentences]
 
 
 def generate_descriptors(sentences: Mapping[int, str], llm: LLM, path: str | os.PathLike | None = None,

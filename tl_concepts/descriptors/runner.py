@@ -10,7 +10,8 @@ The result is a :class:`~tl_concepts.descriptors.results.Descriptors` (saved to 
 
 * ``sentences``: ``sentence, text, status, descriptors, raw, message, model, backend,
   template, template_version, key, entries`` (``entries``: vocabulary ids of the descriptors;
-  ``key``: the fingerprint of the answer's inputs);
+  ``key``: the fingerprint of the answer's inputs; each answer's LLM usage stays in
+  ``<out>/sentences.jsonl``, their sum over the current sentences is ``metrics["llm_usage"]``);
 * ``vocabulary``: ``id, representative, members, member_counts, sentences``;
 * ``mapping``: the columns of :data:`~tl_concepts.descriptors.schema.MAPPING_COLUMNS`
   (``hook, unit, half, neuron, rank, entry, descriptor, composition, base_rate, lift,
@@ -43,6 +44,7 @@ from tl_concepts._sync import run_sync
 from tl_concepts.atomic import folder_lock
 from tl_concepts.errors import ConfigError, InputError
 from tl_concepts.ids import unit_id
+from tl_concepts.usage import descriptors_usage
 
 from .embed import Embedder, MiniLMEmbedder
 from .generate import SentenceDescriptors, agenerate_descriptors
@@ -298,7 +300,9 @@ async def _generate_and_map(cfg: DescriptorsConfig, tpl: Any, store: Any, ids: n
         metrics["message"] = message
         log.warning("descriptors: %s", message)
     cluster_of = vocab.cluster_of if vocab is not None else {}
-    sent_rows = [{**asdict(r), "entries": sorted({cluster_of[d] for d in r.descriptors if d in cluster_of})}
+    metrics["llm_usage"] = descriptors_usage(records)  # what the answers cost, also when reused from a rerun
+    sent_rows = [{**{k: v for k, v in asdict(r).items() if k != "usage"},  # usage: per-record in sentences.jsonl
+                  "entries": sorted({cluster_of[d] for d in r.descriptors if d in cluster_of})}
                  for r in records]
     voc_rows = [] if vocab is None else [
         {"id": c.id, "representative": c.representative, "members": list(c.members),
