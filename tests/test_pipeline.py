@@ -71,6 +71,10 @@ def test_main_job_end_to_end(tmp_path):
         # a rerun of the finished job makes no LLM request: every stage resumes from its files
         second = _run(out, env)
         assert second["llm_ledger"]["totals"]["requests"] == 0
+        # the usage that produced the data survives resumes: stored with the results, not the invocation
+        assert second["llm_usage"]["totals"] == first["llm_usage"]["totals"]
+        assert first["llm_usage"]["totals"]["requests"] > 0
+        assert {r["stage"] for r in first["llm_usage"]["rows"]} >= {"concepts.label", "explain"}
         assert second["units_reported"] == first["units_reported"]
         assert second["concepts"] == first["concepts"]
 

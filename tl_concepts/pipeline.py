@@ -90,6 +90,17 @@ def _usage_line(ledger: dict[str, Any]) -> str:
             f"{fails} failures")
 
 
+def produced_ledger(llm: Any, usage_by_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A ledger-shaped dict (``rows`` per stage, ``totals``) from the usage stored with each
+    stage's results (see :mod:`tl_concepts.usage`), for cards, ``run.json`` and the report."""
+    from tl_concepts.llm import merge_usage
+
+    rows = [{"stage": stage, "backend": getattr(llm, "name", ""), "model": getattr(llm, "model", ""), **u}
+            for stage, u in usage_by_stage.items() if u.get("calls")]
+    return {"rows": rows, "totals": merge_usage(*usage_by_stage.values()),
+            "note": "usage stored with the results (this and earlier invocations, cache hits counted)"}
+
+
 def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
     """Run every stage; returns paths and headline figures (also saved as ``run.json``).
 
@@ -115,6 +126,7 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     from tl_concepts.llm import get_llm
     from tl_concepts.probing.runner import ProbeConfig, RankConfig, run_probes, run_rankings
     from tl_concepts.report import build_report
+    from tl_concepts.usage import descriptors_usage, explanations_usage, labels_usage
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,9 +173,14 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         DescriptorsConfig.small(str(store.path), mlp_hook, str(out / "descriptors")), llm=llm,
         progress=cfg.progress), cfg.progress)
 
-    ledger = llm.ledger.to_dict()
+    ledger = llm.ledger.to_dict(units=False)  # this invocation's calls
+    # The usage that produced the data, stored with each stage's results: the same whether
+    # they came from this invocation, an interrupted earlier one, or the cache.
+    produced = produced_ledger(llm, {"concepts.label": labels_usage(labels),
+                                     "explain": explanations_usage(explanations),
+                                     "descriptors.generate": descriptors_usage(descriptors)})
     base_meta = dict(llm={"spec": cfg.llm or "in-process", "model": getattr(llm, "model", "")},
-                     ledger=ledger)
+                     ledger=produced)
     datasets = {
         "concepts": (concept_set, "Latent concepts"),
         "explanations": (str(out / "explain"), "Neuron explanations"),
@@ -187,9 +204,10 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
 
     dataset_paths = _stage("datasets", stages, do_save, cfg.progress)
     report = _stage("report", stages, lambda: build_report(
-        out / "report", run_dir=out, concepts=concept_set, model=loaded.get("model"), ledger=ledger,
+        out / "report", run_dir=out, concepts=concept_set, model=loaded.get("model"), ledger=produced,
         meta={"model": model_id, "corpus": f"{cfg.corpus} ({store.manifest['corpus']['n_docs']} docs)",
               "layer": cfg.layer, "LLM": cfg.llm or "in-process SmolLM2-135M-Instruct",
+              "LLM usage that produced the results": _usage_line(produced),
               "LLM usage (this invocation)": _usage_line(ledger)}), cfg.progress)
 
     published: dict[str, str] = {}
@@ -225,6 +243,7 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         "published": published,
         "not_published": not_published,
         "stages": stages,
+        "llm_usage": produced,
         "llm_ledger": ledger,
     }
     write_json(out / "run.json", result)
