@@ -195,10 +195,15 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
              for kind, (_, title) in datasets.items()}
     metas["descriptors"].stage_settings = {"hook": mlp_hook}  # its table has no hook column
 
+    empty: dict[str, str] = {}  # kind -> why it has no dataset (e.g. no neuron got a descriptor)
+
     def do_save() -> dict[str, str]:
         paths = {}
         for kind, (data, _) in datasets.items():  # each folder is swapped in whole (atomic)
-            paths[kind] = str(save_local(kind, data, metas[kind], out / "datasets" / kind))
+            try:
+                paths[kind] = str(save_local(kind, data, metas[kind], out / "datasets" / kind))
+            except EmptyDatasetError as e:
+                empty[kind] = str(e)
             crashpoint("cards.dataset")
         return paths
 
@@ -211,17 +216,11 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
               "LLM usage (this invocation)": _usage_line(ledger)}), cfg.progress)
 
     published: dict[str, str] = {}
-    not_published: dict[str, str] = {}
     if cfg.push_to_hub:
         def do_push() -> dict[str, str]:
-            urls = {}
-            for kind, (data, _) in datasets.items():
-                try:
-                    urls[kind] = publish(kind, data, metas[kind], f"{cfg.push_to_hub}-{kind}",
-                                         private=cfg.private, token=token).url
-                except EmptyDatasetError as e:  # nothing to publish (e.g. no neuron got a descriptor)
-                    not_published[kind] = str(e)
-            return urls
+            return {kind: publish(kind, data, metas[kind], f"{cfg.push_to_hub}-{kind}", private=cfg.private,
+                                  token=token).url
+                    for kind, (data, _) in datasets.items() if kind not in empty}
         published = _stage("push to hub", stages, do_push, cfg.progress)
 
     ok = [r for r in explanations if r.status == "ok"]
@@ -241,7 +240,7 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         "datasets": dataset_paths,
         "report": str(report),
         "published": published,
-        "not_published": not_published,
+        "empty_datasets": empty,
         "stages": stages,
         "llm_usage": produced,
         "llm_ledger": ledger,
@@ -254,5 +253,5 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
         "", llm.ledger.summary_table(), "",
         f"report    {report}", f"datasets  {out / 'datasets'}", f"run       {out / 'run.json'}",
         *(f"hub       {url}" for url in published.values()),
-        *(f"not pushed {kind}: {why}" for kind, why in not_published.items())])
+        *(f"empty     {kind}: {why}" for kind, why in empty.items())])
     return result

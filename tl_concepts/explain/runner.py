@@ -387,11 +387,13 @@ async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: E
     ex_meter = MeteredLLM(explainer_llm, ledger)
     sim_meter = MeteredLLM(simulator_llm, ledger) if simulator_llm is not None else None
 
-    bar = None
+    bar = calls_bar = None
     if config.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(sources), desc="explain", unit="unit")
+        calls_bar = tqdm(desc="LLM calls", unit="call")  # moves per request, not only per unit
+        ledger.listeners.append(lambda stage, unit: calls_bar.update(1))
 
     async def one(key: str, src: Any) -> None:
         async with unit_slots:
@@ -439,8 +441,9 @@ async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: E
     finally:
         for t in tasks:
             t.cancel()
-        if bar is not None:
-            bar.close()
+        for b in (bar, calls_bar):
+            if b is not None:
+                b.close()
     keys = [k for k, _ in sources]
     results = load_results(out_dir, keys=keys, with_errors=True)
     write_json_atomic(out_dir / "ledger_summary.json", usage_summary(results))

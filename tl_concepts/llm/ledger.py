@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .base import LLM, ChatResult, Distributions, LLMFatalError, LLMWrapper, Message
 
@@ -153,6 +153,8 @@ class Ledger:
         self._lock = threading.Lock()
         self._sink_lock = threading.Lock()
         self._sink_warned = False
+        self.listeners: list[Callable[[str, str | None], None]] = []
+        """Called as ``fn(stage, unit)`` after each recorded call (e.g. to move a progress bar)."""
 
     # -- recording
     def _row(self, stage: str, backend: str, model: str) -> LedgerRow:
@@ -218,6 +220,8 @@ class Ledger:
             op = "chat" if isinstance(result, ChatResult) else "distributions"
         self._write_line(stage, unit, op, backend, model, u, seconds,
                          None if result.failure is None else result.failure.kind)
+        for fn in self.listeners:
+            fn(stage, unit)
         return u
 
     def record_fatal(self, kind: str, *, stage: str, backend: str, model: str,
