@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 from tl_concepts import capture, errors, explain, models, report  # capture/explain/report are callable
 from tl_concepts.api import (
+    adescribe_neurons,
     aexplain,
     alabel_concepts,
     describe_neurons,
@@ -39,7 +40,7 @@ from tl_concepts.ids import unit_id
 __all__ = [
     "__version__", "errors", "models",
     "capture", "explain", "aexplain", "find_concepts", "label_concepts", "alabel_concepts", "probe", "rank",
-    "describe_neurons", "publish", "load", "report",
+    "describe_neurons", "adescribe_neurons", "publish", "load", "report",
     "TLConceptsError", "ConfigError", "InputError", "StoreError", "LLMError", "LLMAuthError",
     "LLMUnavailableError", "ExplanationResults", "UnitExplanation", "unit_id",
 ]

@@ -259,20 +259,31 @@ def describe_neurons(model_or_store: Any, hook: str, *, llm: Any = None, corpus:
                      max_docs: int | None = None, out: str | os.PathLike | None = None, progress: bool = True,
                      **options: Any) -> Any:
     """Neuron descriptors mined from the data (Mondal et al.): LLM sentence descriptors ->
-    descriptor vocabulary -> neurons. ``options``:
+    descriptor vocabulary -> neurons; returns :class:`~tl_concepts.descriptors.Descriptors`
+    (empty, with ``.message`` saying why, when nothing maps). ``options``:
     :class:`~tl_concepts.descriptors.DescriptorsConfig` fields.
 
     Example:
         >>> d = tlc.describe_neurons(store, "blocks.3.mlp.hook_post", max_sentences=100)   # doctest: +SKIP
     """
-    from tl_concepts.descriptors.runner import DescriptorsConfig, run_descriptors
+    from tl_concepts._sync import run_sync
+
+    return run_sync(adescribe_neurons(model_or_store, hook, llm=llm, corpus=corpus, max_docs=max_docs, out=out,
+                                      progress=progress, **options))
+
+
+async def adescribe_neurons(model_or_store: Any, hook: str, *, llm: Any = None, corpus: Any = None,
+                            max_docs: int | None = None, out: str | os.PathLike | None = None,
+                            progress: bool = True, **options: Any) -> Any:
+    """Awaitable :func:`describe_neurons`."""
+    from tl_concepts.descriptors.runner import DescriptorsConfig, arun_descriptors
 
     _split_options(DescriptorsConfig, options, "descriptors")
-    store = _store_from(model_or_store, [hook], corpus, max_docs, progress)
+    store = await asyncio.to_thread(_store_from, model_or_store, [hook], corpus, max_docs, progress)
     if out is None:
         out = _default_out("descriptors", str(Path(store.path).resolve()), hook, options)
     cfg = DescriptorsConfig(store=str(store.path), hook=hook, out=str(out), **options)
-    return run_descriptors(cfg, llm=_llm(llm))
+    return await arun_descriptors(cfg, llm=_llm(llm), progress=progress)
 
 
 def _kind_of(results: Any) -> str:
