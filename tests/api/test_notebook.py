@@ -56,6 +56,11 @@ CELLS = [
     probes = tlc.probe(store, "blocks.3.hook_resid_post", labels="pos", max_labels=3, progress=False)
     pdf = probes.to_pandas()
     assert len(pdf) >= 3 and "<" in probes._repr_html_()
+    rankings = tlc.rank(store, "blocks.3.mlp.hook_post", labels="pos", max_labels=3, progress=False)
+    assert len(rankings.to_pandas()) > 0
+    d = tlc.describe_neurons(store, "blocks.3.mlp.hook_post", llm="openai:standin-model", max_sentences=40,
+                             progress=False)
+    assert "Descriptors" in repr(d) and (len(d.to_pandas()) > 0 or d.message), d
     """,
     """
     import os
