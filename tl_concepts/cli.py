@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from typing import Sequence
@@ -233,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     a wrong API key); a bug prints its full traceback and exits 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:  # the library logs; the CLI shows its progress notes
+        logging.basicConfig(format="[tl-concepts] %(message)s", level=logging.WARNING)
+        logging.getLogger("tl_concepts").setLevel(
+            logging.WARNING if getattr(args, "no_progress", False) else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

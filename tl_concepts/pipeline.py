@@ -72,12 +72,9 @@ class RunConfig:
 def _stage(name: str, log: list[dict[str, Any]], fn: Callable[[], Any], progress: bool) -> Any:
     t0 = time.time()
     logger.info("%s ...", name)
-    if progress:
-        print(f"[tl-concepts] {name} ...", flush=True)
     result = fn()
     log.append({"stage": name, "seconds": round(time.time() - t0, 2)})
-    if progress:
-        print(f"[tl-concepts] {name} done in {time.time() - t0:.1f} s", flush=True)
+    logger.info("%s done in %.1f s", name, time.time() - t0)
     crashpoint("run.stage")
     return result
 

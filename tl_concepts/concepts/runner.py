@@ -13,6 +13,8 @@ Outputs under ``out`` (default ``<store>/concepts/layer{L}``): the concept set
 """
 from __future__ import annotations
 
+import logging
+
 from tl_concepts.errors import ConfigError
 
 import json
@@ -36,6 +38,9 @@ from .prompts import default_template
 from .tree import ConceptTree
 from .ward import Agreement, agreement_with_exact, ward
 
+
+
+logger = logging.getLogger(__name__)
 
 @dataclass
 class ConceptsConfig:
@@ -119,9 +124,8 @@ def discover_concepts(cfg: ConceptsConfig, inp: ConceptInput | None = None, *, s
             f"K={cfg.k} concepts asked for but only {len(rows)} word occurrences remain after filtering "
             f"({report.describe()}); lower -k or relax the filters")
     x = inp.representations[rows]
-    if progress:
-        print(f"[concepts] {len(rows):,} occurrences of {report.n_types:,} types at "
-              f"{inp.hook or 'layer ' + str(inp.layer)} (d={inp.dim}); Ward mode={cfg.mode}, K={cfg.k}")
+    logger.info("%s occurrences of %s types at %s (d=%s); Ward mode=%s, K=%s", f"{len(rows):,}",
+                f"{report.n_types:,}", inp.hook or f"layer {inp.layer}", inp.dim, cfg.mode, cfg.k)
     res = ward(x, mode=cfg.mode, k=cfg.k, n_micro=cfg.n_micro, memory_fraction=cfg.memory_fraction, seed=cfg.seed)
     tree = ConceptTree(res.linkage, res.leaf_of_point)
     if cfg.k > tree.n_leaves:
