@@ -30,10 +30,22 @@ def _hooked_models(tokenizer):
     except ImportError:  # 4.x: only the Bridge
         return []
 
+    import torch
+
     cfg = dict(n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64, d_vocab=len(tokenizer),
                act_fn="gelu", seed=0)
-    return [HookedTransformer(HookedTransformerConfig(**cfg), tokenizer=tokenizer),
-            HookedEncoder(HookedTransformerConfig(**cfg), tokenizer=tokenizer)]
+    models = [HookedTransformer(HookedTransformerConfig(**cfg), tokenizer=tokenizer),
+              HookedEncoder(HookedTransformerConfig(**cfg), tokenizer=tokenizer)]
+    # HookedEncoder leaves some weights uninitialised (torch.empty): whatever memory held, NaN included.
+    # Seeded weights make both models real, finite networks.
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in models:
+            for name, p in m.named_parameters():
+                p.copy_(torch.ones_like(p) if name.endswith(".w") and p.dim() == 1
+                        else torch.randn(p.shape, generator=gen) * 0.05)
+            m.eval()
+    return models
 
 
 def test_capture_and_explain_a_live_bridge_with_default_folders(tiny_bridge, runs):

@@ -37,6 +37,12 @@ def test_hooked_encoder_capture_equals_run_with_cache(tiny_bridge, tmp_path):
     cfg = HookedTransformerConfig(n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64,
                                   d_vocab=len(tiny_bridge.tokenizer), act_fn="gelu", seed=0)
     model = HookedEncoder(cfg, tokenizer=tiny_bridge.tokenizer)
+    # HookedEncoder leaves some weights uninitialised (torch.empty, NaN possible): seed them all.
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.ones_like(p) if name.endswith(".w") and p.dim() == 1
+                    else torch.randn(p.shape, generator=gen) * 0.05)
     model.eval()
     hook = "blocks.0.mlp.hook_post"
     store = capture(model, TEXTS[:4], [hook], tmp_path / "he", context_tokens=16, batch_size=3,
