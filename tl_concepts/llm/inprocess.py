@@ -602,8 +602,11 @@ class InProcessBackend(LLM):
                         torch.ones(L, L, dtype=torch.bool))
                 for t in range(n, T):  # padding: attend to itself only
                     allowed[b, t, P + t] = True
-            mask = torch.zeros((B, 1, T, P + T), dtype=dtype)
-            mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+            if getattr(model.config, "_attn_implementation", None) == "sdpa":
+                mask = allowed[:, None]  # SDPA takes boolean masks (faster than additive)
+            else:
+                mask = torch.zeros((B, 1, T, P + T), dtype=dtype)
+                mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
             if past:
                 kw[self._cache_kwarg()] = self._make_cache(past)
         else:
