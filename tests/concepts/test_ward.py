@@ -73,7 +73,8 @@ def test_mode_choice_follows_memory():
     mode, reason = choose_mode(50_000, 768, available=24 * 2**30, memory_fraction=0.5)
     assert mode == "micro" and "GiB" in reason
     assert default_n_micro(500, 200, available=2**30) == 500  # never more than n
-    assert default_n_micro(10**6, 10, available=8 * 2**30) == 20_000  # float32 matrix above 10k
+    assert default_n_micro(10**6, 10, available=8 * 2**30) == 10_000
+    assert default_n_micro(10**6, 10, available=8 * 2**30, cap=20_000) == 20_000  # float32 matrix
     assert default_n_micro(10**6, 10, available=2**30) == int(np.sqrt(2**29 / 16))
     assert default_n_micro(40_000, 10, available=8 * 2**30) == 10_000  # n // 4
 
