@@ -7,8 +7,12 @@ Prints measured figures (not a test). Usage:
     .venv/bin/python benchmarks/bench_explain.py smollm2   [--units 50 --layer 5 --docs 120]
 
 1. ``simulate``: one unit simulated on R records x T tokens with the in-process backend
-   (embedded SmolLM2): forward passes used (must equal the number of batches, not R x T)
-   and wall time.
+   (embedded SmolLM2): forward passes, wall time, and the compute floor (one forward over
+   the prompts' common prefix plus batched forwards over the record parts alone); ends
+   with ``floor ratio: floor/wall``. ``--kind detection`` does the same for detection
+   prompts; ``--no-prefix-cache`` recomputes every prompt from its start (the old path).
+   The ratio is of process CPU time with one torch thread (wall time on a shared machine
+   swings by 2x between runs); the wall-time ratio is printed too.
 2. ``standin``: N planted units explained, simulated (calibration + test, LLM explanation
    and baseline) and scored (correlation, detection, fuzzing) through the real ``openai``
    client against the stand-in server (separate process) answering after ``latency``
@@ -45,12 +49,50 @@ from tl_concepts.explain import ExplainConfig, run_explain, summary_table  # noq
 from tl_concepts.explain.simulators import AllAtOnceSimulator  # noqa: E402
 
 
+def _floor_seconds(llm, prompts: list[str], batch_size: int, extra: list[int] | None = None) -> tuple:
+    """The compute floor of scoring ``prompts`` with one explanation: one forward over
+    their common token prefix plus batched forwards over each prompt's remaining tokens
+    alone (no prefix, no LM head). Returns ((wall s, CPU s), prefix tokens, suffix tokens)."""
+    import torch
+
+    ids = [llm.tokenizer(p)["input_ids"] for p in prompts]
+    common = min(len(x) for x in ids)
+    for x in ids[1:]:
+        common = min(common, next((i for i, (a, b) in enumerate(zip(ids[0], x)) if a != b), common))
+    common = min(common, min(len(x) for x in ids) - 1)
+    base = llm.hf_model.base_model
+    pad = llm._pad_id()
+    extra = extra or [0] * len(ids)
+    # ``extra``: tokens appended per prompt (a multi-token candidate's later tokens per slot)
+    suffixes = sorted((x[common:] + x[common:common + 1] * e for x, e in zip(ids, extra)), key=len)
+    with torch.inference_mode():
+        t0, c0 = time.perf_counter(), time.process_time()
+        if common:
+            base(input_ids=torch.tensor([ids[0][:common]]), use_cache=False)
+        for i in range(0, len(suffixes), batch_size):
+            chunk = suffixes[i:i + batch_size]
+            T = max(len(x) for x in chunk)
+            inp = torch.full((len(chunk), T), pad)
+            mask = torch.zeros((len(chunk), T), dtype=torch.long)
+            for r, x in enumerate(chunk):
+                inp[r, :len(x)] = torch.tensor(x)
+                mask[r, :len(x)] = 1
+            base(input_ids=inp, attention_mask=mask, use_cache=False)
+        return (time.perf_counter() - t0, time.process_time() - c0), common, sum(len(x) for x in suffixes)
+
+
 def bench_simulate(args: argparse.Namespace) -> dict:
+    """Simulation (or detection) of one unit's records: wall time against the floor."""
     from explain_fakes import planted_unit
 
+    from tl_concepts.explain.prompts import detection_prompt, simulation_prompt
     from tl_concepts.llm import InProcessBackend
 
-    llm = InProcessBackend(batch_size=args.batch_size)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    llm = InProcessBackend(batch_size=args.batch_size, prefix_cache=not args.no_prefix_cache)
     llm.hf_model
     unit = planted_unit("weekday", seed=0, n_top=args.records, n_random=0)
     recs = []
@@ -58,17 +100,59 @@ def bench_simulate(args: argparse.Namespace) -> dict:
         toks = (r.tokens * (args.tokens // len(r.tokens) + 1))[: args.tokens]
         recs.append(toks)
     sim = AllAtOnceSimulator(llm, few_shot=() if args.no_few_shot else AllAtOnceSimulator(llm).few_shot)
-    asyncio.run(sim.asimulate_many("days of the week", [recs[0][:4]]))  # warm-up (packing check)
-    before = llm.forward_passes
-    t0 = time.perf_counter()
-    sims = asyncio.run(sim.asimulate_many("days of the week", recs))
-    wall = time.perf_counter() - t0
-    passes = llm.forward_passes - before
-    return {"records": len(recs), "tokens_per_record": args.tokens, "backend_batch_size": llm.batch_size,
-            "expected_batches": math.ceil(len(recs) / llm.batch_size),
-            "forward_passes": passes, "records_x_tokens": len(recs) * args.tokens,
-            "all_ok": all(s.ok for s in sims), "method": sims[0].method,
-            "wall_s": round(wall, 2), "s_per_record": round(wall / len(recs), 3)}
+    explanations = ["days of the week", "names of weekdays such as Monday or Friday"]
+
+    async def detect(expl: str) -> list:
+        ps = [detection_prompt(expl, t) for t in recs]
+        return await asyncio.gather(*(llm.anext_token_distributions(p, [len(p)], ["0", "1"]) for p in ps))
+
+    def run(expl: str) -> list:
+        if args.kind == "detection":
+            return asyncio.run(detect(expl))
+        return asyncio.run(sim.asimulate_many(expl, recs))
+
+    def prompts(expl: str) -> list[str]:
+        if args.kind == "detection":
+            return [detection_prompt(expl, t) for t in recs]
+        return [simulation_prompt(expl, t, few_shot=sim.few_shot).text for t in recs]
+
+    asyncio.run(sim.asimulate_many("warm-up", [recs[0][:4]]))  # warm-up (mask checks)
+    walls, floors, cpus, cpu_floors, cpu_floors_ext, passes = [], [], [], [], [], 0
+    n_cont = sum(len(llm.tokenizer(c, add_special_tokens=False)["input_ids"]) - 1
+                 for c in (sim.candidates if args.kind == "simulation" else ["0", "1"]))
+    for rep in range(args.repeat):
+        expl = explanations[rep % len(explanations)] + ("" if rep < len(explanations) else f" ({rep})")
+        before = llm.forward_passes
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = run(expl)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        passes = llm.forward_passes - before
+        (f, fc), prefix_tokens, suffix_tokens = _floor_seconds(llm, prompts(expl), args.batch_size)
+        floors.append(f)
+        cpu_floors.append(fc)
+        slots = [len(t) if args.kind == "simulation" else 1 for t in recs]
+        (_, fce), _, _ = _floor_seconds(llm, prompts(expl), args.batch_size, [n_cont * k for k in slots])
+        cpu_floors_ext.append(fce)
+    ok = all((s.ok if hasattr(s, "ok") else s.failure is None) for s in out)
+    wall, floor = min(walls), min(floors)
+    cpu, cpu_floor = min(cpus), min(cpu_floors)
+    result = {"kind": args.kind, "records": len(recs), "tokens_per_record": args.tokens,
+              "prefix_cache": llm.prefix_cache and bool(llm._prefix_ok),
+              "backend_batch_size": llm.batch_size, "forward_passes": passes,
+              "prefix_passes": llm.prefix_passes, "prefix_tokens_computed": llm.prefix_tokens_computed,
+              "common_prefix_tokens": prefix_tokens, "suffix_tokens": suffix_tokens,
+              "all_ok": ok, "wall_s": round(wall, 2), "floor_s": round(floor, 2),
+              "walls_s": [round(w, 2) for w in walls], "floors_s": [round(f, 2) for f in floors],
+              "cpu_s": round(cpu, 2), "cpu_floor_s": round(cpu_floor, 2), "torch_threads": torch.get_num_threads(),
+              "continuation_tokens_per_slot": n_cont,
+              "cpu_floor_with_continuations_s": round(min(cpu_floors_ext), 2),
+              "s_per_record": round(wall / len(recs), 3)}
+    print(json.dumps(result, indent=1))
+    print(f"floor ratio (wall time, noisy on a shared machine): {floor / wall:.2f}")
+    print(f"floor ratio counting the multi-token candidates' continuation tokens: {min(cpu_floors_ext) / cpu:.2f}")
+    print(f"floor ratio: {cpu_floor / cpu:.2f}")
+    return {}
 
 
 def bench_standin(args: argparse.Namespace) -> dict:
@@ -177,6 +261,10 @@ def main() -> None:
     s.add_argument("--tokens", type=int, default=64)
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--no-few-shot", action="store_true")
+    s.add_argument("--no-prefix-cache", action="store_true", help="recompute every prompt from its start")
+    s.add_argument("--kind", choices=["simulation", "detection"], default="simulation")
+    s.add_argument("--repeat", type=int, default=2, help="runs (fresh explanations); min time is kept")
+    s.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time = compute; 0: torch default)")
     s = sub.add_parser("standin")
     s.add_argument("--units", type=int, default=100)
     s.add_argument("--latency", type=float, default=0.2)
@@ -192,7 +280,9 @@ def main() -> None:
     s.add_argument("--detection", action="store_true", help="also run detection and fuzzing")
     args = ap.parse_args()
     fn = {"simulate": bench_simulate, "standin": bench_standin, "smollm2": bench_smollm2}[args.what]
-    print(json.dumps(fn(args), indent=1))
+    result = fn(args)
+    if result:
+        print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

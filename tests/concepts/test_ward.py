@@ -5,8 +5,8 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
 
 from tl_concepts.concepts.tree import ConceptTree, cut_labels
-from tl_concepts.concepts.ward import (agreement_with_exact, choose_mode, default_n_micro, exact_memory_bytes,
-                                       ward, ward_weighted)
+from tl_concepts.concepts.ward import (TWO_LEVEL_MIN_MICRO, agreement_with_exact, choose_mode, default_n_micro,
+                                       exact_memory_bytes, heldout_agreement, micro_clusters, ward, ward_weighted)
 
 
 def same_partition(a, b) -> bool:
@@ -74,6 +74,9 @@ def test_mode_choice_follows_memory():
     assert mode == "micro" and "GiB" in reason
     assert default_n_micro(500, 200, available=2**30) == 500  # never more than n
     assert default_n_micro(10**6, 10, available=8 * 2**30) == 10_000
+    assert default_n_micro(10**6, 10, available=8 * 2**30, cap=20_000) == 20_000  # float32 matrix
+    assert default_n_micro(10**6, 10, available=2**30) == int(np.sqrt(2**29 / 16))
+    assert default_n_micro(40_000, 10, available=8 * 2**30) == 10_000  # n // 4
 
 
 def test_k_beyond_leaves_is_refused(data):
@@ -83,3 +86,47 @@ def test_k_beyond_leaves_is_refused(data):
     mi = ward(data, mode="micro", k=2, n_micro=20)
     with pytest.raises(ValueError, match="raise n_micro"):
         ConceptTree(mi.linkage, mi.leaf_of_point).cut(25)
+
+
+def test_two_level_micro_clusters_are_exact_means_and_recover_clusters():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(scale=10.0, size=(8, 6))
+    truth = rng.integers(0, 8, size=12_000)
+    x = (centres[truth] + rng.normal(size=(12_000, 6))).astype(np.float32)
+    m = TWO_LEVEL_MIN_MICRO + 500
+    assign, cent, sizes = micro_clusters(x, m)
+    assert abs(len(sizes) - m) <= 0.05 * m and sizes.sum() == len(x) and sizes.min() >= 1
+    for c in (0, len(sizes) // 2, len(sizes) - 1):
+        np.testing.assert_allclose(cent[c], x[assign == c].astype(np.float64).mean(0), rtol=1e-6, atol=1e-6)
+    # no micro-cluster straddles two well-separated clusters
+    assert all(len(set(truth[assign == c])) == 1 for c in range(len(sizes)))
+    mi = ward(x, mode="micro", k=8, n_micro=m)
+    assert adjusted_rand_score(truth, cut_labels(mi.linkage, mi.leaf_of_point, 8)) == 1.0
+
+
+def test_float32_weighted_ward_gives_the_float64_tree():
+    rng = np.random.default_rng(6)
+    cent = rng.normal(size=(400, 16))
+    w = rng.integers(1, 30, size=400).astype(float)
+    z64 = ward_weighted(cent, w, dtype=np.float64)
+    z32 = ward_weighted(cent, w, dtype=np.float32)
+    np.testing.assert_allclose(z32[:, 2], z64[:, 2], rtol=1e-4)
+    for k in (2, 10, 50, 200):
+        assert same_partition(ConceptTree(z32).labels(k), ConceptTree(z64).labels(k))
+
+
+def test_heldout_agreement_scores_a_partition_against_exact_ward_on_subsamples():
+    rng = np.random.default_rng(7)
+    centres = rng.normal(scale=6.0, size=(12, 8))
+    truth = rng.integers(0, 12, size=3000)
+    x = centres[truth] + rng.normal(size=(3000, 8))
+    good = heldout_agreement(x, truth, 12, sample=800, repeats=2)
+    assert len(good.aris) == 2 and good.n_sample == 800 and good.k == 12 and good.ari > 0.98
+    bad = heldout_agreement(x, rng.integers(0, 12, size=3000), 12, sample=800, repeats=2)
+    assert abs(bad.ari) < 0.05
+    # subsamples come from outside the excluded rows when enough remain
+    excl = np.arange(2000)
+    h = heldout_agreement(x, np.where(np.arange(3000) < 2000, 0, truth), 12, sample=800, exclude=excl)
+    assert h.ari > 0.98
+    with pytest.raises(ValueError, match="one concept per row"):
+        heldout_agreement(x, truth[:10], 12)

@@ -227,3 +227,120 @@ def test_smollm2_distributions(smollm2):
         smollm2.next_token_distributions(prompt, [0], cands)
     over = smollm2.next_token_distributions("word " * 9000, [10], cands)
     assert over.failure.kind == "context_overflow" and "8192" in over.failure.message
+
+
+# ------------------------------------------------------------------ shared-prefix cache
+
+HEAD = "Activations:\ncat\t3\ndog\t5\nthe park\t7\n" * 3
+
+
+def _gather(backend, prompts, positions, cands):
+    async def go():
+        return await asyncio.gather(*(backend.anext_token_distributions(p, q, cands)
+                                      for p, q in zip(prompts, positions)))
+    return asyncio.run(go())
+
+
+def _max_diff(a, b, cands):
+    return max(abs(ra[c] - rb[c]) for x, y in zip(a, b) for ra, rb in zip(x.probs, y.probs)
+               for c in cands)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_prefix_cache_equals_uncached_forward(arch, tiny_tok):
+    model = make_tiny_model(tiny_tok, arch, max_positions=512)
+    # two "explanations", several records each: prefixes shared by all, and per explanation
+    prompts = [HEAD + f"explanation {e}: the cat\n" + "dog\t5\n" * k + "the cat sat\t"
+               for e in ("one", "two") for k in range(1, 5)]
+    positions = [[len(p), len(p) - len(" sat\t")] for p in prompts]
+    cached = InProcessBackend(model=model, tokenizer=tiny_tok, batch_window_s=0.01)
+    plain = InProcessBackend(model=model, tokenizer=tiny_tok, batch_window_s=0.01,
+                             prefix_cache=False)
+    got = _gather(cached, prompts, positions, CANDS)
+    want = _gather(plain, prompts, positions, CANDS)
+    assert cached._prefix_ok is True and cached.forward_passes == 1
+    assert plain.prefix_passes == 0
+    n_tokens = sum(len(tiny_tok(p)["input_ids"]) for p in prompts)
+    # the shared head went through the model once, not once per prompt
+    assert 0 < cached.prefix_tokens_computed < n_tokens / 4
+    assert _max_diff(got, want, CANDS) < 1e-5
+    for p, q, d in zip(prompts[:2], positions[:2], got[:2]):
+        for pos, row in zip(q, d.probs):
+            for c in CANDS:
+                assert row[c] == pytest.approx(reference(model, tiny_tok, p, pos, c), abs=1e-5)
+
+
+def test_prefix_cache_reused_across_calls_and_split_on_token_ids(tiny_tok):
+    model = make_tiny_model(tiny_tok, max_positions=512)
+    cached = InProcessBackend(model=model, tokenizer=tiny_tok, batch_window_s=0.01)
+    plain = InProcessBackend(model=model, tokenizer=tiny_tok, prefix_cache=False)
+    first = [HEAD + "the cat\t", HEAD + "dog ran\t"]
+    _gather(cached, first, [[len(p)] for p in first], CANDS)
+    computed = cached.prefix_tokens_computed
+    assert computed == len(tiny_tok(HEAD)["input_ids"])  # the batch's shared head
+    # a later lone prompt extends the cached head instead of recomputing it; its text
+    # shares "...the ca" with "the cat" but " cat" is one token there: the split must be
+    # on token ids, not characters
+    lone = HEAD + "the cab\t"
+    char_common = len(HEAD + "the ca")
+    assert char_common not in cached.token_boundaries(HEAD + "the cat\t")
+    got = cached.next_token_distributions(lone, [len(lone), len(HEAD + "the")], CANDS)
+    want = plain.next_token_distributions(lone, [len(lone), len(HEAD + "the")], CANDS)
+    assert cached.prefix_tokens_computed == computed  # reused: only the suffix was run
+    assert _max_diff([got], [want], CANDS) < 1e-5
+    again = cached.next_token_distributions(first[0], [len(first[0])], CANDS)
+    want0 = plain.next_token_distributions(first[0], [len(first[0])], CANDS)
+    assert _max_diff([again], [want0], CANDS) < 1e-5
+
+
+def test_prefix_cache_mixed_prompts_in_one_batch(tiny_tok):
+    """Prompts with different prefixes (and one sharing nothing) in one pass: each row
+    sees only its own cached prefix."""
+    model = make_tiny_model(tiny_tok, max_positions=512)
+    other = "The quick brown fox jumps over the lazy dog.\n" * 3
+    prompts = [HEAD + "the cat\t", HEAD + "dog\t", other + "cat\t", other + "dog ran\t",
+               "numbers 0 1 2\t"]
+    positions = [[len(p)] for p in prompts]
+    cached = InProcessBackend(model=model, tokenizer=tiny_tok, batch_window_s=0.01)
+    plain = InProcessBackend(model=model, tokenizer=tiny_tok, prefix_cache=False,
+                             batch_window_s=0.01)
+    got = _gather(cached, prompts, positions, CANDS)
+    want = _gather(plain, prompts, positions, CANDS)
+    assert cached.forward_passes == 1 and cached.prefix_passes == 2
+    assert _max_diff(got, want, CANDS) < 1e-5
+
+
+def test_prefix_cache_is_bounded(tiny_tok):
+    model = make_tiny_model(tiny_tok, max_positions=512)
+    b = InProcessBackend(model=model, tokenizer=tiny_tok, batch_window_s=0.01,
+                         prefix_cache_tokens=200)
+    for k in range(4):
+        head = f"run {k}\n" + HEAD
+        _gather(b, [head + "cat\t", head + "dog\t"], [[len(head) + 4], [len(head) + 4]], CANDS)
+    assert sum(len(k) for k in b._prefix_store) <= 200 and len(b._prefix_store) >= 1
+
+
+@pytest.mark.slow
+def test_smollm2_simulation_with_prefix_cache_equals_uncached(smollm2):
+    """The all-at-once simulator's prompts (instructions, few-shot, explanation, then the
+    record) and detection prompts on the embedded SmolLM2: cached prefixes change no
+    probability by more than 1e-5."""
+    from tl_concepts.explain.prompts import detection_prompt, simulation_prompt
+
+    records = [["On", " Monday", " we", " met", "."], ["Friday", " night", " was", " fun"],
+               ["The", " cat", " sat", " on", " Sunday"]]
+    cands = [str(i) for i in range(11)]
+    plain = InProcessBackend(model=smollm2.hf_model, tokenizer=smollm2.tokenizer,
+                             prefix_cache=False, batch_window_s=0.01)
+    cached = InProcessBackend(model=smollm2.hf_model, tokenizer=smollm2.tokenizer,
+                              batch_window_s=0.01)
+    sims = [simulation_prompt("days of the week", r) for r in records]
+    dets = [detection_prompt("days of the week", r) for r in records]
+    prompts = [s.text for s in sims] + dets
+    positions = [s.positions for s in sims] + [[len(d)] for d in dets]
+    got = _gather(cached, prompts, positions, cands)
+    want = _gather(plain, prompts, positions, cands)
+    assert cached._prefix_ok is True and cached.prefix_passes >= 2
+    header = len(smollm2.tokenizer(sims[0].text)["input_ids"]) - 40
+    assert cached.prefix_tokens_computed < header + 60  # one shared head, not three
+    assert _max_diff(got, want, cands) < 1e-5

@@ -13,7 +13,12 @@ size) over L leaves, plus ``leaf_of_point`` mapping every point to its leaf.
   underlying points' clusters would cost). Memory is about N*d*4 + 8*M^2 bytes. Points
   of one micro-cluster always end up in the same concept, which is the only approximation;
   :func:`agreement_with_exact` measures it (adjusted Rand index on a sample where exact
-  Ward fits).
+  Ward fits). Up to 2,000 micro-clusters they come from flat k-means; beyond, from
+  two-level k-means (about sqrt(M) coarse cells, each split in proportion to its rows),
+  so 20,000 micro-clusters over 250,000 points take seconds; the M x M matrix is float32
+  above 10,000 (1.6 GB at 20,000). :func:`heldout_agreement` measures the fidelity at any
+  N: the full run's partition restricted to held-out subsamples against exact Ward on
+  those subsamples.
 
 :func:`choose_mode` picks ``exact`` when its estimate fits in a fraction of free memory.
 
@@ -67,8 +72,10 @@ def exact_memory_bytes(n: int, d: int = 0) -> int:
 
 
 def micro_memory_bytes(n: int, d: int, n_micro: int) -> int:
-    """Peak bytes of the micro mode: float32 data, k-means buffers, M x M float64 matrix."""
-    return int(4 * n * d + 8 * n_micro * d * 2 + 8 * n_micro * n_micro + 64 * n)
+    """Peak bytes of the micro mode: float32 data, k-means buffers, the M x M matrix
+    (float64 up to 10,000 micro-clusters, float32 above)."""
+    cell = 8 if n_micro <= 10_000 else 4
+    return int(4 * n * d + 8 * n_micro * d * 2 + cell * n_micro * n_micro + 64 * n)
 
 
 def available_memory_bytes() -> int:
@@ -100,11 +107,17 @@ def choose_mode(n: int, d: int, *, memory_fraction: float = 0.5,
 
 def default_n_micro(n: int, k: int, *, memory_fraction: float = 0.5, available: int | None = None,
                     cap: int = 10_000) -> int:
-    """Micro-cluster count: ``cap`` (or less when the M x M matrix would not fit), at least
-    4*k, never more than n."""
+    """Micro-clusters: ``n // 4`` up to ``cap`` (or less when the M x M matrix would not
+    fit), at least 4*k, never more than n. Pass a larger ``cap`` (or ``n_micro``) for up
+    to about 20,000 (float32 matrix); on held-out subsamples more was not better: at
+    60,000 points, K=600, 4,800 micro-clusters agreed with exact Ward at ARI 0.95 and
+    15,000 at 0.84 (benchmarks/bench_concepts.py)."""
     avail = available_memory_bytes() if available is None else available
-    by_mem = int(np.sqrt(max(memory_fraction * avail, 1) / 8 / 2))
-    m = max(min(cap, by_mem), 4 * k)
+    budget = max(memory_fraction * avail, 1)
+    by_mem = int(np.sqrt(budget / 8 / 2))
+    if by_mem > 10_000:  # float32 matrix above 10,000
+        by_mem = max(10_000, int(np.sqrt(budget / 4 / 2)))
+    m = max(min(cap, by_mem, max(n // 4, 1)), 4 * k)
     return int(min(n, m))
 
 
@@ -117,27 +130,43 @@ def ward_exact(x: np.ndarray) -> np.ndarray:
     return linkage(np.asarray(x, dtype=np.float64), method="ward")
 
 
-def ward_weighted(centroids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+FLOAT64_MAX_MICRO = 10_000
+"""Above this many micro-clusters the M x M matrix of :func:`ward_weighted` is float32."""
+
+
+def ward_weighted(centroids: np.ndarray, weights: np.ndarray, *, dtype: type | None = None) -> np.ndarray:
     """Exact Ward on weighted points (cluster centroids with their sizes).
 
     Nearest-neighbour chain over an M x M matrix of squared Ward distances
     ``2 w_a w_b / (w_a + w_b) * |c_a - c_b|^2`` with Lance-Williams updates. With unit
     weights this is ordinary Ward (the same merges as scipy). Returns a scipy-style
     linkage with distances ``sqrt`` of the squared Ward distance and sizes = summed weights.
+
+    The matrix is float64 up to :data:`FLOAT64_MAX_MICRO` points and float32 above
+    (``dtype`` overrides), and it is built in row blocks, so the peak is about one matrix
+    (M=20,000 in float32: 1.6 GB).
     """
     c = np.asarray(centroids, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64).copy()
     m = c.shape[0]
     if m < 2:
         raise ConfigError("Ward clustering needs at least 2 points")
+    dt = dtype or (np.float64 if m <= FLOAT64_MAX_MICRO else np.float32)
     sq = np.einsum("ij,ij->i", c, c)
-    dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (c @ c.T), 0.0)
-    dist *= 2.0 * np.outer(w, w) / (w[:, None] + w[None, :])
+    dist = np.empty((m, m), dtype=dt)
+    step = max(1, min(m, (64 << 20) // (8 * m)))
+    for i0 in range(0, m, step):
+        i1 = min(m, i0 + step)
+        block = sq[i0:i1, None] + sq[None, :] - 2.0 * (c[i0:i1] @ c.T)
+        np.maximum(block, 0.0, out=block)
+        block *= 2.0 * np.outer(w[i0:i1], w) / (w[i0:i1, None] + w[None, :])
+        dist[i0:i1] = block
     np.fill_diagonal(dist, np.inf)
     active = np.ones(m, dtype=bool)
     merges: list[tuple[int, int, float]] = []
     chain: list[int] = []
     remaining = m
+    wk = w
     while remaining > 1:
         if not chain:
             chain.append(int(np.flatnonzero(active)[0]))
@@ -153,10 +182,9 @@ def ward_weighted(centroids: np.ndarray, weights: np.ndarray) -> np.ndarray:
             chain.append(b)
         b = chain.pop()
         a = chain.pop()
-        d_ab = dist[a, b]
-        merges.append((a, b, float(d_ab)))
+        d_ab = float(dist[a, b])
+        merges.append((a, b, d_ab))
         wa, wb = w[a], w[b]
-        wk = w
         new = ((wa + wk) * dist[a] + (wb + wk) * dist[b] - wk * d_ab) / (wa + wb + wk)
         # slot a holds the merged cluster, slot b is retired
         new[a] = np.inf
@@ -198,35 +226,84 @@ def _to_linkage(merges: list[tuple[int, int, float]], weights: np.ndarray) -> np
     return z
 
 
+TWO_LEVEL_MIN_MICRO = 2_000
+"""From this many micro-clusters on, :func:`micro_clusters` runs two-level k-means."""
+
+
 def micro_clusters(x: np.ndarray, n_micro: int, *, seed: int = 0, n_iter: int = 5,
                    fit_sample: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(assignment [N], centroids [M', d], sizes [M']) of k-means micro-clusters.
 
-    Lloyd k-means started from ``n_micro`` random points, ``n_iter`` iterations, fitted on
-    at most ``fit_sample`` rows (default ``20 * n_micro``), then every row is assigned to
-    its nearest centre. Cost: about ``(n_iter + 1) * N * M * d`` flops. Empty clusters are
-    dropped and centroids are recomputed as exact member means.
-    """
-    from sklearn.cluster import KMeans
+    Up to :data:`TWO_LEVEL_MIN_MICRO` micro-clusters: Lloyd k-means started from
+    ``n_micro`` random points, ``n_iter`` iterations, fitted on at most ``fit_sample`` rows
+    (default ``20 * n_micro``), then every row is assigned to its nearest centre. Cost:
+    about ``(n_iter + 1) * N * M * d`` flops.
 
+    More micro-clusters: two-level k-means. About ``sqrt(M)`` coarse cells (fitted as
+    above), then each cell is split by its own k-means into a share of the M
+    micro-clusters proportional to its rows. Cost: about
+    ``(n_iter + 1) * N * 2 * sqrt(M) * d`` flops, so M=20,000 on 250,000 points takes
+    seconds where flat k-means would take many minutes.
+
+    Empty clusters are dropped and centroids are the exact (float64) member means.
+    """
     n = x.shape[0]
     m = min(n_micro, n)
+    xf = np.asarray(x, dtype=np.float32)
     if m == n:
         return np.arange(n), np.asarray(x, dtype=np.float64), np.ones(n)
+    if m < TWO_LEVEL_MIN_MICRO:
+        labels = _kmeans_labels(xf, m, seed=seed, n_iter=n_iter, fit_sample=fit_sample)
+    else:
+        n_coarse = int(max(2, round(np.sqrt(m))))
+        coarse = _kmeans_labels(xf, n_coarse, seed=seed, n_iter=n_iter, fit_sample=fit_sample)
+        labels = np.empty(n, dtype=np.int64)
+        order = np.argsort(coarse, kind="stable")
+        bounds = np.searchsorted(coarse[order], np.arange(n_coarse + 1))
+        offset = 0
+        for c in range(n_coarse):
+            rows = order[bounds[c]:bounds[c + 1]]
+            if not len(rows):
+                continue
+            mc = int(min(len(rows), max(1, round(m * len(rows) / n))))
+            if mc == 1:
+                labels[rows] = offset
+            else:
+                labels[rows] = offset + _kmeans_labels(xf[rows], mc, seed=seed + 1 + c, n_iter=n_iter)
+            offset += mc
+    used, assign = np.unique(labels, return_inverse=True)
+    assign = assign.astype(np.int64)
+    sizes = np.bincount(assign).astype(np.float64)
+    return assign, _member_means(x, assign, len(used)) / sizes[:, None], sizes
+
+
+def _kmeans_labels(xf: np.ndarray, m: int, *, seed: int, n_iter: int,
+                   fit_sample: int | None = None) -> np.ndarray:
+    """Nearest-centre labels of Lloyd k-means (``m`` centres from random rows)."""
+    from sklearn.cluster import KMeans
+
+    n = xf.shape[0]
+    if m >= n:
+        return np.arange(n)
     rng = np.random.default_rng(seed)
-    xf = np.asarray(x, dtype=np.float32)
     fit_n = min(n, fit_sample or 20 * m)
     fit_rows = np.sort(rng.choice(n, size=fit_n, replace=False)) if fit_n < n else np.arange(n)
     init = xf[np.sort(rng.choice(fit_rows, size=m, replace=False))]
     km = KMeans(n_clusters=m, init=init, n_init=1, max_iter=n_iter, tol=0.0, random_state=seed)
     km.fit(xf[fit_rows])
-    labels = km.predict(xf)
-    used, assign = np.unique(labels, return_inverse=True)
-    sizes = np.bincount(assign).astype(np.float64)
-    cent = np.zeros((len(used), x.shape[1]))
-    np.add.at(cent, assign, np.asarray(x, dtype=np.float64))
-    cent /= sizes[:, None]
-    return assign.astype(np.int64), cent, sizes
+    return km.predict(xf).astype(np.int64)
+
+
+def _member_means(x: np.ndarray, assign: np.ndarray, m: int, chunk: int = 32_768) -> np.ndarray:
+    """Per-cluster float64 sums of the rows of ``x`` (chunked: no float64 copy of ``x``)."""
+    from scipy.sparse import csr_matrix
+
+    sums = np.zeros((m, x.shape[1]))
+    for i0 in range(0, x.shape[0], chunk):
+        a = assign[i0:i0 + chunk]
+        onehot = csr_matrix((np.ones(len(a)), (a, np.arange(len(a)))), shape=(m, len(a)))
+        sums += onehot @ np.asarray(x[i0:i0 + chunk], dtype=np.float64)
+    return sums
 
 
 def ward(x: np.ndarray, *, mode: Mode = "auto", k: int = 2, n_micro: int | None = None,
@@ -270,6 +347,72 @@ class Agreement:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class HeldOutAgreement:
+    """Agreement of a full clustering with exact Ward on held-out subsamples."""
+
+    aris: list[float]
+    """Adjusted Rand index per subsample: the full run's K-partition restricted to the
+    subsample against exact Ward run on the subsample alone and cut at K."""
+    n_sample: int
+    """Points per subsample."""
+    k: int
+    """Number of concepts."""
+    exact_seconds: float
+    """Total time of the exact runs."""
+
+    @property
+    def ari(self) -> float:
+        """Mean ARI over the subsamples."""
+        return float(np.mean(self.aris))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ari": self.ari}
+
+
+def heldout_agreement(x: np.ndarray, labels: np.ndarray, k: int, *, sample: int = 15_000,
+                      repeats: int = 2, exclude: np.ndarray | None = None,
+                      seed: int = 0) -> HeldOutAgreement:
+    """How well a K-partition of all of ``x`` (``labels``, e.g. from micro mode) agrees
+    with exact Ward: on ``repeats`` random subsamples of ``sample`` rows (drawn outside
+    ``exclude``, e.g. the rows k-means was fitted on, when enough remain), exact Ward is
+    run on the subsample alone, cut at ``k`` and compared with ``labels`` restricted to it.
+
+    This is the fidelity figure for data too large for exact Ward; exact Ward on a
+    subsample is itself only an estimate of exact Ward on everything, so the ARI is a
+    conservative one. Memory: exact Ward on the subsample (about 8 * sample^2 bytes).
+
+    Example:
+        >>> x = np.random.default_rng(0).normal(size=(400, 3))                   # doctest: +SKIP
+        >>> res = ward(x, mode="micro", k=4, n_micro=100)                         # doctest: +SKIP
+        >>> from tl_concepts.concepts.tree import cut_labels                      # doctest: +SKIP
+        >>> heldout_agreement(x, cut_labels(res.linkage, res.leaf_of_point, 4), 4, sample=200).ari  # doctest: +SKIP
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    from .tree import cut_labels
+
+    n = x.shape[0]
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must give one concept per row of x ({n}), got shape {labels.shape}")
+    pool = np.arange(n)
+    if exclude is not None:
+        rest = np.setdiff1d(pool, np.asarray(exclude))
+        if len(rest) >= sample:
+            pool = rest
+    rng = np.random.default_rng(seed)
+    s = int(min(sample, len(pool)))
+    ks = int(max(2, min(k, s // 4)))
+    aris, secs = [], 0.0
+    for _ in range(repeats):
+        rows = np.sort(rng.choice(pool, size=s, replace=False))
+        ex = ward(x[rows], mode="exact")
+        secs += ex.seconds
+        aris.append(float(adjusted_rand_score(cut_labels(ex.linkage, ex.leaf_of_point, ks), labels[rows])))
+    return HeldOutAgreement(aris, s, ks, secs)
 
 
 def agreement_with_exact(x: np.ndarray, k: int, *, n_micro_ratio: float, sample: int = 4000,

@@ -9,6 +9,12 @@
   gets its exact chain probability P(t1) P(t2|t1)...; its extra tokens ride in the same
   pass behind a custom attention mask (checked once against plain passes; if the model
   does not take such masks, they get passes of their own).
+* Shared prefixes are computed once: the longest token prefix a prompt shares with
+  another prompt of its batch (the simulator's instructions, few-shot examples and
+  explanation) or with a prefix cached from an earlier batch has its key/value states
+  computed once (extending the longest cached prefix of it), and the batch's pass runs
+  only the tokens after it. Prefixes are compared as token ids of each full prompt, so
+  a split always falls on a token boundary of that prompt's own tokenization.
 * Chat uses the tokenizer's chat template (a plain "Role: text" layout when it has none);
   concurrent chats with the same settings are generated as one left-padded batch.
   Greedy at temperature 0.
@@ -26,6 +32,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,6 +52,23 @@ class _DistJob:
     cand_ids: list[list[int]]        # per candidate: its token ids
     probs: list[dict[str, float]] | None = None
     cands: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Row:
+    seq: list[int]                   # tokens of the pass (after the cached prefix)
+    pos: list[int]                   # their position ids
+    segs: list[tuple[int, int]]      # continuation segments: (start in seq, anchor)
+    past: int = 0                    # cached prefix tokens this row sees
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token id sequences."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 @dataclass
@@ -70,6 +94,12 @@ class InProcessBackend(LLM):
         max_batch_tokens: most padded tokens in one forward pass.
         batch_window_s: how long a first request waits for others to join its batch.
         context_length: override the model's context window.
+        prefix_cache: reuse the key/value states of token prefixes shared by the prompts
+            of a batch or seen in earlier batches (same distributions; checked once
+            against plain passes).
+        min_prefix_tokens: shortest shared prefix worth caching.
+        prefix_cache_tokens: most prefix tokens kept cached between batches (least
+            recently used go first).
     """
 
     name = "in-process"
@@ -87,6 +117,9 @@ class InProcessBackend(LLM):
         max_batch_tokens: int = 16384,
         batch_window_s: float = 0.005,
         context_length: int | None = None,
+        prefix_cache: bool = True,
+        min_prefix_tokens: int = 16,
+        prefix_cache_tokens: int = 8192,
     ) -> None:
         if (model is None) != (tokenizer is None):
             raise ValueError("pass both model= and tokenizer=, or neither")
@@ -118,6 +151,15 @@ class InProcessBackend(LLM):
         self._fingerprint: str | None = None
         self._config_json: dict[str, Any] | None = None
         self._packed_ok: bool | None = None
+        self.prefix_cache = prefix_cache
+        self.min_prefix_tokens = max(1, int(min_prefix_tokens))
+        self.prefix_cache_tokens = int(prefix_cache_tokens)
+        self._prefix_store: "OrderedDict[tuple[int, ...], list[tuple[Any, Any]]]" = OrderedDict()
+        self._prefix_ok: bool | None = None
+        self.prefix_passes = 0
+        """Passes that computed a shared prefix's key/value states."""
+        self.prefix_tokens_computed = 0
+        """Prompt tokens run through those passes."""
         self._dist_batcher = _Batcher(self._run_dist_batch, self._dist_cost, self)
         self._chat_batcher = _Batcher(self._run_chat_batch, self._chat_cost, self)
         self.forward_passes = 0
@@ -313,56 +355,202 @@ class InProcessBackend(LLM):
     def _run_dist_batch(self, jobs: list[_DistJob]) -> None:
         import torch
 
-        model = self.hf_model
         multi = any(len(c) > 1 for j in jobs for c in j.cand_ids)
         with self._run_lock, torch.inference_mode():
+            self.hf_model  # noqa: B018 - load before the checks
             if multi and self._packed_ok is None:
                 self._packed_ok = self._check_packed()
             if multi and not self._packed_ok:
                 self._run_dist_unpacked(jobs)
                 return
-            rows: list[tuple[list[int], list[int], list[tuple[int, int]]]] = []
-            for j in jobs:
-                seq = list(j.ids)
-                pos_ids = list(range(len(j.ids)))
-                segs: list[tuple[int, int]] = []  # (start in seq, anchor prefix length)
-                if multi:
-                    for idx in j.index:
-                        for c in j.cand_ids:
-                            if len(c) > 1:
-                                segs.append((len(seq), idx + 1))
-                                seq.extend(c[:-1])
-                                pos_ids.extend(range(idx + 1, idx + len(c)))
-                rows.append((seq, pos_ids, segs))
-            hidden, _ = self._forward(rows, packed=multi)
-            lm = model.get_output_embeddings()
-            for b, j in enumerate(jobs):
-                seq, _, segs = rows[b]
-                need = list(j.index)
-                seg_iter = iter(segs)
-                seg_of: list[list[int | None]] = []
+            if self.prefix_cache and self._prefix_ok is None:
+                self._prefix_ok = self._check_prefix()
+            self._compute_dists(jobs, multi, use_prefix=bool(self.prefix_cache and self._prefix_ok))
+            self.forward_passes += 1
+
+    def _compute_dists(self, jobs: list[_DistJob], multi: bool, use_prefix: bool) -> None:
+        """Fill ``job.probs`` for every job with one batched pass over the prompts' suffixes
+        (after their cached shared prefixes when ``use_prefix``)."""
+        import torch
+
+        model = self.hf_model
+        starts = self._prefix_plan(jobs) if use_prefix else [0] * len(jobs)
+        past = self._batch_past(jobs, starts) if any(starts) else None
+        rows: list[_Row] = []
+        for j, p in zip(jobs, starts):
+            seq = list(j.ids[p:])
+            pos_ids = list(range(p, len(j.ids)))
+            segs: list[tuple[int, int]] = []  # (start in seq, anchor: suffix tokens it sees)
+            if multi:
                 for idx in j.index:
-                    per = []
                     for c in j.cand_ids:
                         if len(c) > 1:
-                            start, _anchor = next(seg_iter)
-                            per.append(len(need))
-                            need.extend(range(start, start + len(c) - 1))
-                        else:
-                            per.append(None)
-                    seg_of.append(per)
-                logp = self._logprobs(lm, hidden[b, need])
-                j.probs = []
-                for k, idx in enumerate(j.index):
-                    row = {}
-                    for ci, (cname, c) in enumerate(zip(j.cands, j.cand_ids)):
-                        total = logp[k, c[0]]
-                        first = seg_of[k][ci]
-                        for t in range(1, len(c)):
-                            total = total + logp[first + t - 1, c[t]]
-                        row[cname] = float(torch.exp(total))
-                    j.probs.append(row)
-            self.forward_passes += 1
+                            segs.append((len(seq), idx + 1 - p))
+                            seq.extend(c[:-1])
+                            pos_ids.extend(range(idx + 1, idx + len(c)))
+            rows.append(_Row(seq, pos_ids, segs, p))
+        hidden, _ = self._forward(rows, packed=multi, past=past)
+        lm = model.get_output_embeddings()
+        for b, j in enumerate(jobs):
+            row = rows[b]
+            need = [idx - row.past for idx in j.index]
+            seg_iter = iter(row.segs)
+            seg_of: list[list[int | None]] = []
+            for _idx in j.index:
+                per = []
+                for c in j.cand_ids:
+                    if len(c) > 1:
+                        start, _anchor = next(seg_iter)
+                        per.append(len(need))
+                        need.extend(range(start, start + len(c) - 1))
+                    else:
+                        per.append(None)
+                seg_of.append(per)
+            logp = self._logprobs(lm, hidden[b, need])
+            j.probs = []
+            for k, _idx in enumerate(j.index):
+                out = {}
+                for ci, (cname, c) in enumerate(zip(j.cands, j.cand_ids)):
+                    total = logp[k, c[0]]
+                    first = seg_of[k][ci]
+                    for t in range(1, len(c)):
+                        total = total + logp[first + t - 1, c[t]]
+                    out[cname] = float(torch.exp(total))
+                j.probs.append(out)
+
+    # ------------------------------------------------------------------ shared-prefix cache
+    def _prefix_plan(self, jobs: list[_DistJob]) -> list[int]:
+        """Per job, how many leading tokens come from a cached prefix: the longest token
+        prefix it shares with another prompt of the batch or with a cached entry, cut
+        before its first wanted position (0 when shorter than ``min_prefix_tokens``).
+        Token ids of the full prompt are compared, so a split is always at a token
+        boundary of that prompt's own tokenization."""
+        n = len(jobs)
+        share = [0] * n
+        order = sorted(range(n), key=lambda i: jobs[i].ids)
+        for a, b in zip(order, order[1:]):
+            common = _common_length(jobs[a].ids, jobs[b].ids)
+            share[a] = max(share[a], common)
+            share[b] = max(share[b], common)
+        starts = []
+        for j, s in zip(jobs, share):
+            for key in self._prefix_store:
+                if len(key) > s and len(key) <= len(j.ids) and tuple(j.ids[:len(key)]) == key:
+                    s = len(key)
+            s = min(s, min(j.index), len(j.ids) - 1)
+            starts.append(s if s >= self.min_prefix_tokens else 0)
+        return starts
+
+    def _batch_past(self, jobs: list[_DistJob], starts: list[int]) -> list[tuple[Any, Any]]:
+        """Key/value states of each job's prefix, right-padded to the longest, per layer
+        as ``(keys, values)`` of shape (batch, heads, longest prefix, head dim)."""
+        import torch
+
+        keys = sorted({tuple(j.ids[:p]) for j, p in zip(jobs, starts) if p})
+        if len(keys) > 1:  # compute the part they all share once
+            common = min(_common_length(keys[0], k) for k in keys[1:])
+            if common >= self.min_prefix_tokens and keys[0][:common] not in self._prefix_store:
+                self._prefix_entry(keys[0][:common])
+        entries = {k: self._prefix_entry(k) for k in keys}
+        longest = max(starts)
+        proto = next(iter(entries.values()))
+        past = []
+        for layer, (k0, v0) in enumerate(proto):
+            K = k0.new_zeros((len(jobs), k0.shape[1], longest, k0.shape[3]))
+            V = v0.new_zeros((len(jobs), v0.shape[1], longest, v0.shape[3]))
+            for b, (j, p) in enumerate(zip(jobs, starts)):
+                if p:
+                    ek, ev = entries[tuple(j.ids[:p])][layer]
+                    K[b, :, :p] = ek[0]
+                    V[b, :, :p] = ev[0]
+            past.append((K, V))
+        return past
+
+    def _prefix_entry(self, key: tuple[int, ...]) -> list[tuple[Any, Any]]:
+        """Key/value states of the token prefix ``key`` (batch 1), from the cache or
+        computed by extending the longest cached prefix of it."""
+        import torch
+
+        store = self._prefix_store
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+        base: tuple[int, ...] = ()
+        for k in store:
+            if len(base) < len(k) < len(key) and key[:len(k)] == k:
+                base = k
+        model = self.hf_model
+        new = list(key[len(base):])
+        kw: dict[str, Any] = {}
+        if base:
+            kw[self._cache_kwarg()] = self._make_cache(store[base])
+        out = model.base_model(input_ids=torch.tensor([new], device=self.device),
+                               position_ids=torch.arange(len(base), len(key),
+                                                         device=self.device)[None],
+                               use_cache=True, **kw)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        entry = [(layer.keys, layer.values) for layer in cache.layers]
+        self.prefix_passes += 1
+        self.prefix_tokens_computed += len(new)
+        store[key] = entry
+        total = sum(len(k) for k in store)
+        while len(store) > 1 and total > self.prefix_cache_tokens:
+            old, _ = store.popitem(last=False)
+            total -= len(old)
+        return entry
+
+    def _cache_kwarg(self) -> str:
+        import inspect
+
+        params = inspect.signature(self.hf_model.base_model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    @staticmethod
+    def _make_cache(layers: list[tuple[Any, Any]]) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=[(k, v) for k, v in layers])
+
+    def _check_prefix(self) -> bool:
+        """Does a pass after cached prefixes (4D mask, explicit positions) give the same
+        distributions as a plain pass? Checked once on a short text."""
+        try:
+            ids = self.tokenizer("The quick brown fox jumps over the lazy dog, and the cat "
+                                 "sat on the mat", add_special_tokens=True)["input_ids"]
+            if len(ids) < 10:
+                return False
+            single = [ids[3]]
+            cand_sets = [[single]]
+            if self._packed_ok:
+                cand_sets.append([single, [ids[4], ids[5]]])
+            saved, min_saved = self._prefix_store, self.min_prefix_tokens
+            counts = (self.prefix_passes, self.prefix_tokens_computed)
+            self._prefix_store, self.min_prefix_tokens = OrderedDict(), 2
+            try:
+                for cands in cand_sets:
+                    names = [str(i) for i in range(len(cands))]
+                    def jobs() -> list[_DistJob]:
+                        return [_DistJob(ids[:9], [6, 8], cands, cands=names),
+                                _DistJob(ids[:5] + ids[6:10], [5, 7], cands, cands=names),
+                                _DistJob(ids[:7], [6], cands, cands=names)]
+                    plain, cached = jobs(), jobs()
+                    multi = len(cands) > 1
+                    self._compute_dists(plain, multi, use_prefix=False)
+                    self._compute_dists(cached, multi, use_prefix=True)
+                    for a, b in zip(plain, cached):
+                        for ra, rb in zip(a.probs or [], b.probs or []):
+                            for name in names:
+                                if abs(ra[name] - rb[name]) > 1e-4 * max(ra[name], 1e-3):
+                                    log.info("%s: cached-prefix passes differ from plain "
+                                             "ones; prefixes are recomputed", self.model)
+                                    return False
+            finally:
+                self._prefix_store, self.min_prefix_tokens = saved, min_saved
+                self.prefix_passes, self.prefix_tokens_computed = counts
+            return True
+        except Exception as e:  # the model rejects caches with custom masks
+            log.info("%s: shared-prefix cache unavailable (%s)", self.model, e)
+            return False
 
     def _logprobs(self, lm: Any, h: Any) -> Any:
         import torch
@@ -377,44 +565,56 @@ class InProcessBackend(LLM):
             logits = torch.tanh(logits / cap) * cap
         return torch.log_softmax(logits, dim=-1)
 
-    def _forward(self, rows: list[tuple[list[int], list[int], list[tuple[int, int]]]],
-                 packed: bool) -> tuple[Any, Any]:
+    def _forward(self, rows: list["_Row"], packed: bool,
+                 past: list[tuple[Any, Any]] | None = None) -> tuple[Any, Any]:
         """Base-model hidden states for right-padded rows. ``packed``: rows carry
-        continuation segments that see only their anchor prefix (4D additive mask)."""
+        continuation segments that see only their anchor prefix. ``past``: per layer,
+        key/value states of each row's cached prefix (``row.past`` tokens, right-padded);
+        the rows then hold only the tokens after it. Both use a 4D additive mask."""
         import torch
 
         model = self.hf_model
-        T = max(len(r[0]) for r in rows)
+        T = max(len(r.seq) for r in rows)
         B = len(rows)
+        P = past[0][0].shape[2] if past else 0
         pad = self._pad_id()
         ids = torch.full((B, T), pad, dtype=torch.long)
         pos = torch.zeros((B, T), dtype=torch.long)
-        for b, (seq, p, _) in enumerate(rows):
-            ids[b, :len(seq)] = torch.tensor(seq)
-            pos[b, :len(p)] = torch.tensor(p)
-        if packed:
+        for b, r in enumerate(rows):
+            ids[b, :len(r.seq)] = torch.tensor(r.seq)
+            pos[b, :len(r.pos)] = torch.tensor(r.pos)
+            pos[b, len(r.pos):] = r.pos[-1] if r.pos else 0
+        kw: dict[str, Any] = {}
+        if packed or past:
             dtype = next(model.parameters()).dtype
-            allowed = torch.zeros((B, T, T), dtype=torch.bool)
-            for b, (seq, p, segs) in enumerate(rows):
-                n_main = segs[0][0] if segs else len(seq)
-                allowed[b, :n_main, :n_main] = torch.tril(torch.ones(n_main, n_main,
-                                                                     dtype=torch.bool))
-                bounds = [s for s, _ in segs] + [len(seq)]
-                for (start, anchor), end in zip(segs, bounds[1:]):
+            allowed = torch.zeros((B, T, P + T), dtype=torch.bool)
+            for b, r in enumerate(rows):
+                n = len(r.seq)
+                n_main = r.segs[0][0] if r.segs else n
+                allowed[b, :n, :r.past] = True  # the row's own cached prefix
+                allowed[b, :n_main, P:P + n_main] = torch.tril(
+                    torch.ones(n_main, n_main, dtype=torch.bool))
+                bounds = [s for s, _ in r.segs] + [n]
+                for (start, anchor), end in zip(r.segs, bounds[1:]):
                     L = end - start
-                    allowed[b, start:end, :anchor] = True
-                    allowed[b, start:end, start:end] = torch.tril(torch.ones(L, L,
-                                                                             dtype=torch.bool))
-                for t in range(len(seq), T):  # padding: attend to itself only
-                    allowed[b, t, t] = True
-            mask = torch.zeros((B, 1, T, T), dtype=dtype)
-            mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+                    allowed[b, start:end, P:P + anchor] = True
+                    allowed[b, start:end, P + start:P + end] = torch.tril(
+                        torch.ones(L, L, dtype=torch.bool))
+                for t in range(n, T):  # padding: attend to itself only
+                    allowed[b, t, P + t] = True
+            if getattr(model.config, "_attn_implementation", None) == "sdpa":
+                mask = allowed[:, None]  # SDPA takes boolean masks (faster than additive)
+            else:
+                mask = torch.zeros((B, 1, T, P + T), dtype=dtype)
+                mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+            if past:
+                kw[self._cache_kwarg()] = self._make_cache(past)
         else:
             mask = torch.zeros((B, T), dtype=torch.long)
-            for b, (seq, _, _) in enumerate(rows):
-                mask[b, :len(seq)] = 1
+            for b, r in enumerate(rows):
+                mask[b, :len(r.seq)] = 1
         out = model.base_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                               position_ids=pos.to(self.device), use_cache=False)
+                               position_ids=pos.to(self.device), use_cache=bool(past), **kw)
         return out.last_hidden_state, mask
 
     def _run_dist_unpacked(self, jobs: list[_DistJob]) -> None:
@@ -423,14 +623,14 @@ class InProcessBackend(LLM):
 
         lm = self.hf_model.get_output_embeddings()
         for j in jobs:
-            rows = [(list(j.ids), list(range(len(j.ids))), [])]
+            rows = [_Row(list(j.ids), list(range(len(j.ids))), [])]
             extra: dict[tuple[int, int], int] = {}
             for k, idx in enumerate(j.index):
                 for ci, c in enumerate(j.cand_ids):
                     if len(c) > 1:
                         seq = j.ids[:idx + 1] + c[:-1]
                         extra[(k, ci)] = len(rows)
-                        rows.append((seq, list(range(len(seq))), []))
+                        rows.append(_Row(seq, list(range(len(seq))), []))
             hidden, _ = self._forward(rows, packed=False)
             self.forward_passes += 1
             main = self._logprobs(lm, hidden[0, j.index])
@@ -460,17 +660,17 @@ class InProcessBackend(LLM):
             cont = ids[1:3]
             anchor = 2
             seq = ids + cont
-            rows = [(seq, list(range(len(ids))) + [anchor, anchor + 1],
+            rows = [_Row(seq, list(range(len(ids))) + [anchor, anchor + 1],
                      [(len(ids), anchor)])]
             packed, _ = self._forward(rows, packed=True)
             plain_seq = ids[:anchor] + cont
-            plain, _ = self._forward([(plain_seq, list(range(len(plain_seq))), [])],
+            plain, _ = self._forward([_Row(plain_seq, list(range(len(plain_seq))), [])],
                                      packed=False)
             a = packed[0, len(ids):len(ids) + 2]
             b = plain[0, anchor:anchor + 2]
             ok = bool(torch.allclose(a.float(), b.float(), atol=1e-3, rtol=1e-3))
             main_ok = bool(torch.allclose(packed[0, :len(ids)].float(),
-                                          self._forward([(ids, list(range(len(ids))), [])],
+                                          self._forward([_Row(ids, list(range(len(ids))), [])],
                                                         packed=False)[0][0].float(),
                                           atol=1e-3, rtol=1e-3))
             if not (ok and main_ok):
