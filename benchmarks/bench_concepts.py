@@ -72,7 +72,6 @@ def _peak_gib() -> float:
 
 def step_exact(args: argparse.Namespace) -> dict:
     from sklearn.cluster import AgglomerativeClustering
-    from sklearn.metrics import adjusted_rand_score
 
     from tl_concepts.concepts.tree import cut_labels
     from tl_concepts.concepts.ward import ward

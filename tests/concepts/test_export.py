@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from concepts_fakes import synth  # noqa: F401 (fixture)
+
 
 from tl_concepts.concepts import ConceptsConfig, discover_concepts, read_tcn, to_dataset, write_tcn
 from tl_concepts.concepts.filters import FilterConfig

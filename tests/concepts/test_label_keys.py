@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from concepts_fakes import FakeLLM, category_of, words_of, synth  # noqa: F401 (fixture)
+from concepts_fakes import FakeLLM, category_of, words_of
 
 from tl_concepts.concepts import ConceptsConfig, discover_concepts, label, summary
 from tl_concepts.concepts.filters import FilterConfig

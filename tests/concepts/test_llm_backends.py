@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from concepts_fakes import CATEGORIES, category_of, synth  # noqa: F401 (fixture)
+from concepts_fakes import category_of
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -78,7 +78,6 @@ def test_labelling_through_standin_openai_server(cs, tmp_path):
         assert len({lab.key for lab in labels} | {lab.key for lab in relabelled}) == 8
         rep = evaluate(cs, ConceptsConfig(k=4, out=str(tmp_path / "c")), labels=labels, judge=llm)
         assert rep.judge.n_labels == 2 and rep.judge.n_acceptable == 2 and rep.judge.n_refused_labels == 2
-        n_chat = len(srv.posts("/chat/completions")) - 8
         assert all(j.method in ("chat", "prompt_logprobs", "chat_top_logprobs") for j in rep.judge.judgements)
         assert "LLM ledger" in summary(cs, labels, rep, llm)
         assert "sk-test" not in store.read_text()

@@ -1,6 +1,5 @@
 """The explain pipeline on the real LLM backends: the OpenAI client against the loopback
 stand-in server, and the in-process SmolLM2 backend (slow)."""
-import asyncio
 import json
 import math
 

@@ -2,7 +2,6 @@
 request that wants a distribution falls back to a chat answer and the result says so."""
 import asyncio
 import json
-import re
 
 import pytest
 

@@ -2,7 +2,6 @@
 detection metrics only with enough items. Expected numbers are computed independently
 (numpy formulas written out here, or by hand)."""
 import asyncio
-import math
 
 import numpy as np
 import pytest

@@ -1,11 +1,10 @@
 import json
-import time
 
 import pytest
 
 from explain_fakes import RuleLLM, planted_unit
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
-from tl_concepts.explain.runner import ExplainConfig, load_results, run_explain, summary_table
+from tl_concepts.explain.runner import ExplainConfig, run_explain, summary_table
 
 
 def _cfg(tmp_path, **kw):
@@ -87,12 +86,9 @@ def test_best_of_n_in_runner(tmp_path):
 def test_units_overlap_and_the_llm_layer_caps_concurrency(tmp_path):
     units = [planted_unit("weekday", unit=i, seed=i, n_top=2, n_random=2) for i in range(6)]
     llm = RuleLLM(latency=0.02)
-    t0 = time.perf_counter()
     run_explain(units, llm, _cfg(tmp_path, baseline=False, detection=False, fuzzing=False))
-    wall = time.perf_counter() - t0
-    n_calls = llm.calls["chat"] + llm.calls["distributions"]
-    assert llm.max_in_flight > 1  # units run concurrently: no cap of the stage's own
-    assert wall < 0.02 * n_calls / 2  # well below serial time (0.02 * n_calls)
+    # units run concurrently, with no cap of the stage's own (the LLM layer's limiter is the one cap)
+    assert llm.max_in_flight >= len(units)
 
 
 def test_parse_units():

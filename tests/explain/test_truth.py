@@ -6,7 +6,7 @@ from tl_concepts._sync import run_sync
 from tl_concepts.capture.exemplars import ExemplarConfig
 from tl_concepts.corpus import lee_corpus
 from tl_concepts.explain.planted import OracleLLM, ascore_planted, class_named, planted_classes, planted_units
-from tl_concepts.explain.runner import ExplainConfig, explain_unit
+from tl_concepts.explain.runner import ExplainConfig
 from tl_concepts.explain.units import split_overlaps
 
 

@@ -18,12 +18,10 @@ import logging
 from tl_concepts.errors import ConfigError
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 from tl_concepts.llm.base import LLM
 
@@ -32,11 +30,11 @@ from .filters import FilterConfig, apply_filters
 from .inputs import ConceptInput, ConceptInputError, from_store
 from tl_concepts._sync import run_sync
 
-from .labelling import LabelOptions, LabelStore, alabel_concepts
+from .labelling import LabelOptions, alabel_concepts
 from .model import ConceptLabel, ConceptSet, _atomic_text
 from .prompts import default_template
 from .tree import ConceptTree
-from .ward import Agreement, agreement_with_exact, ward
+from .ward import agreement_with_exact, ward
 
 
 

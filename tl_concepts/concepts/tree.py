@@ -18,7 +18,6 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 

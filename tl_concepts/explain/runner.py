@@ -31,9 +31,8 @@ import asyncio
 import json
 import math
 import os
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, Union
 

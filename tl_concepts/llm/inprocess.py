@@ -444,7 +444,6 @@ class InProcessBackend(LLM):
     def _batch_past(self, jobs: list[_DistJob], starts: list[int]) -> list[tuple[Any, Any]]:
         """Key/value states of each job's prefix, right-padded to the longest, per layer
         as ``(keys, values)`` of shape (batch, heads, longest prefix, head dim)."""
-        import torch
 
         keys = sorted({tuple(j.ids[:p]) for j, p in zip(jobs, starts) if p})
         if len(keys) > 1:  # compute the part they all share once
