@@ -34,7 +34,7 @@ from .labelling import LabelOptions, alabel_concepts
 from .model import ConceptLabel, ConceptSet, _atomic_text
 from .prompts import default_template
 from .tree import ConceptTree
-from .ward import agreement_with_exact, ward
+from .ward import heldout_agreement, ward
 
 
 
@@ -64,7 +64,8 @@ class ConceptsConfig:
     memory_fraction: float = 0.5
     """Share of free memory exact Ward may use before ``auto`` switches to ``micro``."""
     agreement_sample: int = 3000
-    """Sample size on which a ``micro`` run is compared with exact Ward (0: skip)."""
+    """Points per held-out subsample on which a ``micro`` run's partition is compared with
+    exact Ward run on that subsample (two subsamples; 0: skip)."""
     seed: int = 0
     """Seed for sampling and k-means."""
     out: str | None = None
@@ -134,8 +135,9 @@ def discover_concepts(cfg: ConceptsConfig, inp: ConceptInput | None = None, *, s
         "agg": cfg.agg, "dim": inp.dim,
     }
     if res.mode == "micro" and cfg.agreement_sample:
-        agr = agreement_with_exact(x, cfg.k, n_micro_ratio=tree.n_leaves / len(rows),
-                                   sample=cfg.agreement_sample, seed=cfg.seed)
+        # the full run's K-partition on held-out subsamples against exact Ward on each subsample
+        agr = heldout_agreement(x, tree.node_of_point_at(cfg.k), cfg.k,
+                                sample=min(cfg.agreement_sample, len(rows)), seed=cfg.seed)
         meta["agreement"] = agr.to_dict()
     points = {name: [col[i] for i in rows.tolist()] for name, col in inp.words.items()}
     cs = ConceptSet(points, k=cfg.k, tree=tree, sentences=inp.sentences, layer=inp.layer, hook=inp.hook, meta=meta)
@@ -266,7 +268,8 @@ def summary(cs: ConceptSet, labels: Sequence[ConceptLabel] = (), report: Evaluat
                      + (f", {cs.meta['ward_info'].get('n_micro')} micro-clusters" if mode == "micro" else ""))
     if "agreement" in cs.meta:
         a = cs.meta["agreement"]
-        lines.append(f"agreement with exact Ward: ARI {a['ari']:.3f} on {a['n_sample']} sampled points at K={a['k']}")
+        lines.append(f"agreement with exact Ward: ARI {a['ari']:.3f} on subsamples of {a['n_sample']} points "
+                     f"at K={a['k']} (exact Ward run on each subsample)")
     if labels:
         lines.append(describe_labels(labels, cs.k))
     if report is not None:
