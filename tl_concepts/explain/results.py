@@ -51,6 +51,17 @@ def _fmt(iv: Interval | None) -> str:
     return f"{iv.value:+.3f} [{iv.low:+.2f}, {iv.high:+.2f}]"
 
 
+def failure_kinds(d: dict[str, Any]) -> list[str]:
+    """The LLM failure kinds recorded in a unit file (explanation failures, then failed
+    simulations), for the LLM explanation and the baseline."""
+    kinds: list[str] = []
+    for part in ("llm", "baseline"):
+        ev = d.get(part) or {}
+        kinds.append(((ev.get("explanation") or {}).get("failure") or {}).get("kind"))
+        kinds += [x.get("kind") for x in ev.get("failures") or [] if isinstance(x, dict)]
+    return [k for k in kinds if k]
+
+
 @dataclass
 class SimulatedRecord:
     """One held-out context: its tokens, true activations and the simulation."""
@@ -123,12 +134,6 @@ class UnitExplanation:
         """Build from a unit file's JSON."""
         llm = d.get("llm") or {}
         base = d.get("baseline") or {}
-        kinds = []
-        for ev in (llm, base):
-            f = (ev.get("explanation") or {}).get("failure") or {}
-            if f.get("kind"):
-                kinds.append(f["kind"])
-            kinds += [x.get("kind") for x in ev.get("failures") or [] if isinstance(x, dict) and x.get("kind")]
         recs = [SimulatedRecord(s.get("split", "test"), list(s["tokens"]), list(s["true"]), list(s["simulated"]))
                 for s in llm.get("simulations") or []]
         return cls(
@@ -142,7 +147,7 @@ class UnitExplanation:
             lookup_table_correlation=_interval((d.get("lookup_table") or {}).get("correlation")),
             verdict=llm.get("verdict"), detection=llm.get("detection"), fuzzing=llm.get("fuzzing"),
             records=recs, max_activation=d.get("max_activation"), n_activating=d.get("n_activating"),
-            message=d.get("message") or llm.get("message"), failure_kinds=kinds,
+            message=d.get("message") or llm.get("message"), failure_kinds=failure_kinds(d),
             llm_usage=d.get("llm_usage") or {}, provenance=d.get("provenance") or {}, raw=d,
         )
 

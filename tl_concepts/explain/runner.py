@@ -51,7 +51,7 @@ from tl_concepts.explain.calibration import LinearCalibration
 from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n, revise
 from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, REVISE_TEMPLATE, SIMULATE_TEMPLATE
-from tl_concepts.explain.results import ExplanationResults
+from tl_concepts.explain.results import ExplanationResults, failure_kinds
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.verdict import count_verdicts, verdict
 from tl_concepts.explain.simulators import AllAtOnceSimulator, JsonSimulator, Simulator
@@ -336,18 +336,8 @@ def _needs_rerun(old: dict[str, Any], input_key: str, retry_failed: bool) -> boo
     if old.get("input_key") != input_key:
         return True  # computed from other inputs (or by an older version): never served
     if old.get("status") in FAILED_STATUSES:
-        return retry_failed or any(is_transient(k) for k in _failure_kinds(old))
+        return retry_failed or any(is_transient(k) for k in failure_kinds(old))
     return False
-
-
-def _failure_kinds(res: dict[str, Any]) -> list[str]:
-    kinds = []
-    for part in ("llm", "baseline"):
-        ev = res.get(part) or {}
-        f = (ev.get("explanation") or {}).get("failure") or {}
-        kinds += [f.get("kind")] if f.get("kind") else []
-        kinds += [x.get("kind") for x in ev.get("failures") or [] if isinstance(x, dict)]
-    return [k for k in kinds if k]
 
 
 def _read_unit(path: Path) -> dict[str, Any] | None:
