@@ -67,6 +67,13 @@ class RunConfig:
     retry_failed: bool = False
     """Also retry labels and explanations that failed for a permanent reason (unparseable,
     truncated, refused); transient failures are always retried."""
+    executor: str = "local"
+    """Where the capture and every LLM stage run: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
+    tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
+    so either resumes the other."""
+    ray_address: str | None = None
+    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
+    None starts a local Ray instance)."""
 
 
 def _stage(name: str, log: list[dict[str, Any]], fn: Callable[[], Any], progress: bool) -> Any:

@@ -87,6 +87,13 @@ class CaptureConfig:
     nonfinite: str = "error"
     """What a NaN/inf activation does: ``"error"`` stops the capture naming hook, units and
     context; ``"zero"`` stores 0 and counts the zeroed values in the manifest."""
+    executor: str = "local"
+    """Where forward passes over corpus windows run: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
+    tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
+    so either resumes the other."""
+    ray_address: str | None = None
+    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
+    None starts a local Ray instance)."""
 
     def key(self) -> dict[str, Any]:
         """Settings that determine the captured numbers (exemplar choice excluded)."""

@@ -76,6 +76,13 @@ class ConceptsConfig:
     """Alignment threshold (ConceptX: 0.9; 0.95 is the stricter option)."""
     judge_context: int = 0
     """Context sentences shown to the LLM judge."""
+    executor: str = "local"
+    """Where concept labels are asked for run: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
+    tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
+    so either resumes the other."""
+    ray_address: str | None = None
+    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
+    None starts a local Ray instance)."""
 
     def out_dir(self, layer: int) -> Path:
         if self.out:

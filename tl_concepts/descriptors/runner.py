@@ -98,6 +98,13 @@ class DescriptorsConfig:
     retry_failed: bool = False
     """Also ask again for sentences whose answer failed for a permanent reason (unparseable,
     refusal, truncated); transient failures are always asked again."""
+    executor: str = "local"
+    """Where sentence descriptors are asked for run: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
+    tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
+    so either resumes the other."""
+    ray_address: str | None = None
+    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
+    None starts a local Ray instance)."""
 
     @classmethod
     def small(cls, store: str, hook: str, out: str, **overrides: Any) -> "DescriptorsConfig":

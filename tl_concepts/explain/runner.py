@@ -112,6 +112,13 @@ class ExplainConfig:
     """Keep per-record true and simulated activations in the unit files."""
     progress: bool = True
     """Show a tqdm progress bar."""
+    executor: str = "local"
+    """Where units are explained and scored run: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
+    tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
+    so either resumes the other."""
+    ray_address: str | None = None
+    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
+    None starts a local Ray instance)."""
 
 
 def unit_key(hook: str, unit: int | str) -> str:
