@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
 
 from tl_concepts.errors import ConfigError
 
@@ -111,17 +111,46 @@ def map_items(fn: Callable[[T, Any], R], items: Sequence[T], *, setup: Callable[
         >>> map_items(lambda item, ctx: item + 1, [1, 2])
         [2, 3]
     """
+    return [res for _, res in imap_items(fn, items, setup=setup, executor=executor, ray_address=ray_address,
+                                         num_workers=num_workers, num_cpus=num_cpus, num_gpus=num_gpus,
+                                         progress=progress, ordered=True)]
+
+
+def imap_items(fn: Callable[[T, Any], R], items: Sequence[T], *, setup: Callable[[], Any] | None = None,
+               executor: ExecutorName = "local", ray_address: str | None = None, num_workers: int | None = None,
+               num_cpus: float = 1, num_gpus: float = 0, progress: bool = False,
+               ordered: bool = True) -> Iterator[tuple[int, R]]:
+    """Yield ``(index, fn(item, context))`` as results arrive, so a stage can write each one
+    at once (an interrupted run keeps what finished).
+
+    Arguments as :func:`map_items`. ``ordered=True`` yields in input order (a result waits
+    for the ones before it: e.g. capture shards appended to one store); ``ordered=False``
+    yields in completion order (e.g. one result file per unit). Closing the generator early
+    stops the Ray workers.
+
+    Example:
+        >>> list(imap_items(lambda item, ctx: item * 2, [3, 4]))
+        [(0, 6), (1, 8)]
+    """
     check_executor(executor)
     items = list(items)
     if not items:
-        return []
+        return
     if executor == "local":
         ctx = setup() if setup is not None else None
-        out = []
-        for item in _bar(items, progress):
-            out.append(fn(item, ctx))
-        return out
-    return _map_ray(fn, items, setup, ray_address, num_workers, num_cpus, num_gpus, progress)
+        for i, item in enumerate(_bar(items, progress)):
+            yield i, fn(item, ctx)
+        return
+    done_early: dict[int, Any] = {}
+    nxt = 0
+    for i, res in _imap_ray(fn, items, setup, ray_address, num_workers, num_cpus, num_gpus, progress):
+        if not ordered:
+            yield i, res
+            continue
+        done_early[i] = res
+        while nxt in done_early:
+            yield nxt, done_early.pop(nxt)
+            nxt += 1
 
 
 def _bar(items: list[Any], progress: bool) -> Any:
@@ -162,9 +191,9 @@ class _Worker:
         return index, fn(item, self.ctx)
 
 
-def _map_ray(fn: Callable[[Any, Any], Any], items: list[Any], setup: Callable[[], Any] | None,
-             ray_address: str | None, num_workers: int | None, num_cpus: float, num_gpus: float,
-             progress: bool) -> list[Any]:
+def _imap_ray(fn: Callable[[Any, Any], Any], items: list[Any], setup: Callable[[], Any] | None,
+              ray_address: str | None, num_workers: int | None, num_cpus: float, num_gpus: float,
+              progress: bool) -> Iterator[tuple[int, Any]]:
     ray = ensure_ray(ray_address)
     if num_workers is None:
         cpus = float(ray.cluster_resources().get("CPU", 1))
@@ -173,7 +202,6 @@ def _map_ray(fn: Callable[[Any, Any], Any], items: list[Any], setup: Callable[[]
     actor_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_Worker)
     workers = [actor_cls.remote(setup) for _ in range(num_workers)]
     fn_ref = ray.put(fn)
-    results: list[Any] = [None] * len(items)
     pending: dict[Any, Any] = {}
     queue = list(enumerate(items))[::-1]
     bar = None
@@ -195,15 +223,14 @@ def _map_ray(fn: Callable[[Any, Any], Any], items: list[Any], setup: Callable[[]
             except ray.exceptions.RayTaskError as e:
                 cause = getattr(e, "cause", None)
                 raise (cause if isinstance(cause, BaseException) else e) from None
-            results[i] = res
             if bar is not None:
                 bar.update(1)
             if queue:
                 j, item = queue.pop()
                 pending[w.run.remote(fn_ref, j, item)] = w
+            yield i, res
     finally:
         if bar is not None:
             bar.close()
         for w in workers:
             ray.kill(w)
-    return results
