@@ -13,7 +13,11 @@ system instruction, the concept's words as a list, optionally a few context sent
 * ``label-pos`` v1: the one Penn Treebank tag the words share, or ``NA``;
 * ``judge`` v2: two yes/no questions (does the label describe most words? is it specific?)
   answered by the next token, so the verdict comes with P(yes);
+  ``judge-json`` v1 is its fallback for LLMs without next-token probabilities (one JSON answer);
 * ``agree`` v1: do two labels name the same concept (yes/no).
+
+Every template is a :class:`~tl_concepts.llm.templates.PromptTemplate` (labels: the
+:class:`LabelTemplate` subclass, which adds the parser and answer budget).
 
 Each label template is rendered with or without context sentences and with the words as
 tokens (with repeats) or types; the template's name and version travel with every label.
@@ -31,15 +35,15 @@ Example:
 """
 from __future__ import annotations
 
-from tl_concepts.errors import ConfigError
-
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from tl_concepts.errors import ConfigError
 from tl_concepts.llm.base import Message
+from tl_concepts.llm.templates import PromptTemplate, TemplateRegistry
 
 PENN_TAGS = frozenset(
     "CC CD DT EX FW IN JJ JJR JJS LS MD NN NNS NNP NNPS PDT POS PRP PRP$ RB RBR RBS RP SYM TO UH "
@@ -179,24 +183,17 @@ def word_list(words: Sequence[str], words_as: str, limit: int = 100) -> list[str
     return list(words)[:limit]
 
 
-@dataclass(frozen=True)
-class LabelTemplate:
-    """A named, versioned label prompt."""
+@dataclass(frozen=True, kw_only=True)
+class LabelTemplate(PromptTemplate):
+    """A named, versioned label prompt (:class:`~tl_concepts.llm.templates.PromptTemplate`
+    plus an answer parser and budget). ``system``: the instruction; ``task``: the request,
+    placed before the words; ``examples``: worked examples shown as earlier chat turns,
+    (comma-separated words, answer) pairs."""
 
-    name: str
-    """Template name (stored with every label)."""
-    version: str
-    """Template version (bump when the text changes)."""
-    system: str
-    """System instruction."""
-    task: str
-    """The request, placed before the words."""
     parse: Callable[[str], Parsed]
     """Answer parser."""
     max_tokens: int = 32
     """Answer budget."""
-    examples: tuple[tuple[str, str], ...] = ()
-    """Worked examples shown as earlier chat turns: (comma-separated words, answer)."""
     answer_prefix: str = ""
     """What the answer starts with (e.g. ``Label:``; the parser strips it)."""
 
@@ -226,8 +223,8 @@ def _mark(sentence: str, word: str) -> str:
     return sentence
 
 
-TEMPLATES: dict[str, LabelTemplate] = {
-    "label-general": LabelTemplate(
+TEMPLATES: TemplateRegistry[LabelTemplate] = TemplateRegistry("label", [
+    LabelTemplate(
         name="label-general", version="v1",
         system=("You are a linguist who annotates groups of words. The words in a group were "
                 "grouped together by a language model because they play a similar role."),
@@ -235,7 +232,7 @@ TEMPLATES: dict[str, LabelTemplate] = {
               "words share; it may be semantic, syntactic, morphological or lexical. Answer "
               "with the label only."),
         parse=parse_general, max_tokens=24),
-    "label-fewshot": LabelTemplate(
+    LabelTemplate(
         name="label-fewshot", version="v1",
         system=("You name what a group of words has in common. Use one to four words. Do not repeat "
                 "the words."),
@@ -246,21 +243,21 @@ TEMPLATES: dict[str, LabelTemplate] = {
                   ("the, a, an, this, that, these, those", "determiners"),
                   ("Everest, Kilimanjaro, Fuji, Olympus", "mountains")),
         answer_prefix="Label:", parse=parse_general, max_tokens=10),
-    "label-lexical": LabelTemplate(
+    LabelTemplate(
         name="label-lexical", version="v1",
         system="You are a linguist who annotates groups of words by their surface form.",
         task=("Do all of the following words share a common n-gram (the same word, prefix, "
               "suffix or character sequence)? Answer with that n-gram only, or NA if there is none."),
         parse=parse_lexical, max_tokens=12),
-    "label-pos": LabelTemplate(
+    LabelTemplate(
         name="label-pos", version="v1",
         system="You are a linguist who annotates groups of words with part-of-speech tags.",
         task=("Which single Penn Treebank part-of-speech tag (for example NN, NNS, NNP, VB, "
               "VBD, JJ, RB, IN, DT, CD) do all of the following words share? Answer with the "
               "tag only, or NA if they do not share one."),
         parse=parse_pos, max_tokens=8),
-}
-"""Label templates by name."""
+])
+"""Label templates by name (an unknown name raises an error listing these)."""
 
 EMBEDDED_LLM = "SmolLM2-135M-Instruct"
 
@@ -277,9 +274,16 @@ def default_template(llm: object = None) -> str:
 
 
 # -- judging -------------------------------------------------------------------------------
-JUDGE_NAME, JUDGE_VERSION = "judge", "v1"
 JUDGE_SYSTEM = ("You evaluate labels that an annotator gave to groups of words. Be strict and "
                 "answer in JSON only.")
+JUDGE_JSON_TEMPLATE = PromptTemplate(
+    "judge-json", "v1", system=JUDGE_SYSTEM,
+    task=("Is the label acceptable, i.e. does it correctly describe what most of the words have "
+          "in common? If acceptable, is it precise (specific to this group) or imprecise (true "
+          'but too broad or too narrow)? Reply as {"acceptable": "yes" or "no", "precise": '
+          '"yes" or "no"}.'))
+"""Judge v1 (the fallback without next-token probabilities): one JSON answer."""
+JUDGE_NAME, JUDGE_VERSION = "judge", JUDGE_JSON_TEMPLATE.version
 
 
 def render_judge(words: Sequence[str], label: str, contexts: Sequence[tuple[str, str]] = (),
@@ -290,21 +294,20 @@ def render_judge(words: Sequence[str], label: str, contexts: Sequence[tuple[str,
         parts.append("Example sentences:")
         parts += ["- " + _mark(s, w) for w, s in contexts]
     parts.append(f"Label: {label}")
-    parts.append(
-        "Is the label acceptable, i.e. does it correctly describe what most of the words have "
-        "in common? If acceptable, is it precise (specific to this group) or imprecise (true "
-        'but too broad or too narrow)? Reply as {"acceptable": "yes" or "no", "precise": '
-        '"yes" or "no"}.')
-    return [Message("system", JUDGE_SYSTEM), Message("user", "\n".join(parts))]
+    parts.append(JUDGE_JSON_TEMPLATE.task)
+    return [Message("system", JUDGE_JSON_TEMPLATE.system), Message("user", "\n".join(parts))]
 
 
-JUDGE_QUESTION_VERSION = "v2"
 JUDGE_QUESTION_SYSTEM = ("You evaluate labels that an annotator gave to groups of words. Be strict. "
                          "Answer with yes or no only.")
 _QUESTIONS = {
     "acceptable": "Does the label correctly describe what most of these words have in common?",
     "precise": "Is the label specific to this group of words, neither too broad nor too narrow?",
 }
+JUDGE_TEMPLATE = PromptTemplate("judge", "v2", system=JUDGE_QUESTION_SYSTEM, task=" Answer yes or no.",
+                                examples=tuple(sorted(_QUESTIONS.items())))
+"""Judge v2: one yes/no question per call (``examples``: the questions by name)."""
+JUDGE_QUESTION_VERSION = JUDGE_TEMPLATE.version
 
 
 def render_judge_question(words: Sequence[str], label: str, question: str,
@@ -321,8 +324,8 @@ def render_judge_question(words: Sequence[str], label: str, question: str,
         parts.append("Example sentences:")
         parts += ["- " + _mark(s, w) for w, s in contexts]
     parts.append(f"Label: {label}")
-    parts.append(_QUESTIONS[question] + " Answer yes or no.")
-    return [Message("system", JUDGE_QUESTION_SYSTEM), Message("user", "\n".join(parts))]
+    parts.append(_QUESTIONS[question] + JUDGE_TEMPLATE.task)
+    return [Message("system", JUDGE_TEMPLATE.system), Message("user", "\n".join(parts))]
 
 
 def parse_judge(text: str) -> tuple[bool, bool] | None:
@@ -358,15 +361,22 @@ def _yes(v: object) -> bool | None:
     return None
 
 
-AGREE_NAME, AGREE_VERSION = "agree", "v1"
+AGREE_TEMPLATE = PromptTemplate(
+    "agree", "v1", system=JUDGE_SYSTEM,
+    task='Do labels A and B describe the same concept of this group? Reply as {"same": "yes" or "no"}.')
+"""Do two labels name the same concept (JSON yes/no)."""
+AGREE_NAME, AGREE_VERSION = AGREE_TEMPLATE.name, AGREE_TEMPLATE.version
+
+JUDGE_TEMPLATES: TemplateRegistry[PromptTemplate] = TemplateRegistry(
+    "judge", [JUDGE_JSON_TEMPLATE, JUDGE_TEMPLATE, AGREE_TEMPLATE])
+"""Templates that judge labels, by name."""
 
 
 def render_agree(words: Sequence[str], label_a: str, label_b: str) -> list[Message]:
     """Messages asking whether two labels name the same concept of a word group."""
-    return [Message("system", JUDGE_SYSTEM), Message("user", "\n".join([
+    return [Message("system", AGREE_TEMPLATE.system), Message("user", "\n".join([
         "Word group: " + ", ".join(word_list(words, "types", 40)),
-        f"Label A: {label_a}", f"Label B: {label_b}",
-        'Do labels A and B describe the same concept of this group? Reply as {"same": "yes" or "no"}.']))]
+        f"Label A: {label_a}", f"Label B: {label_b}", AGREE_TEMPLATE.task]))]
 
 
 def parse_agree(text: str) -> bool | None:

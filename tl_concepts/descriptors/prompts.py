@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from tl_concepts.llm.base import Message
+from tl_concepts.llm.templates import PromptTemplate, TemplateRegistry
 
 _REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i cannot|i won'?t|i will not|"
                       r"i'?m unable|i am unable|as an ai)", re.I)
@@ -48,16 +49,15 @@ def normalise(text: str) -> str:
     return t.strip(" \t\"'`.,;:!?()[]{}*-_")
 
 
-@dataclass(frozen=True)
-class DescriptorTemplate:
-    """A versioned one-shot prompt plus its answer parser."""
+@dataclass(frozen=True, kw_only=True)
+class DescriptorTemplate(PromptTemplate):
+    """A versioned one-shot prompt plus its answer parser
+    (:class:`~tl_concepts.llm.templates.PromptTemplate` plus the one-shot example and the
+    limits on the answer). ``system``: the instruction; ``task``: the request, with ``{}``
+    where the sentence (as a JSON string) goes."""
 
-    name: str
-    """Template name."""
-    version: str
-    """Template version; recorded with every answer."""
-    system: str
-    """System instruction (the task)."""
+    task: str = "Give the descriptors of this sentence as a JSON list of strings.\nSentence: {}"
+    """The request; ``{}`` stands for the sentence as a JSON string."""
     example_sentence: str
     """The one-shot example's sentence."""
     example_answer: list[str] = field(default_factory=list)
@@ -72,7 +72,7 @@ class DescriptorTemplate:
 
     def render(self, sentence: str) -> list[Message]:
         """Chat messages for one sentence."""
-        ask = "Give the descriptors of this sentence as a JSON list of strings.\nSentence: {}"
+        ask = self.task
         return [Message("system", self.system),
                 Message("user", ask.format(json.dumps(self.example_sentence))),
                 Message("assistant", json.dumps(self.example_answer)),
@@ -105,7 +105,7 @@ class DescriptorTemplate:
             return ParsedDescriptors([], "truncated", "the answer stops inside a list (cut off by the completion "
                                                       "budget); nothing of it is used")
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-        bullets = [m.group(1) for ln in lines if (m := _BULLET.match(ln))]
+        bullets = [b.group(1) for ln in lines if (b := _BULLET.match(ln))]
         if bullets and len(bullets) == len(lines):
             got = self._clean(bullets)
             if got:
@@ -132,5 +132,5 @@ TEMPLATE = DescriptorTemplate(
 )
 """The default template (``descriptors`` v2)."""
 
-TEMPLATES = {TEMPLATE.name: TEMPLATE}
-"""Template name -> template."""
+TEMPLATES: TemplateRegistry[DescriptorTemplate] = TemplateRegistry("descriptors", [TEMPLATE])
+"""Template name -> template (an unknown name raises an error listing these)."""

@@ -10,8 +10,10 @@ non-zero lines are repeated in a second block so the explainer cannot miss them.
 Display of tokens: a token is shown as its decoded string with ``\\n``, ``\\r`` and ``\\t``
 escaped (a raw newline or tab would break the line format); leading spaces are kept.
 
-Every template carries a name and a version (:class:`PromptTemplate`) that go into each
-explanation and score, so results made with different wording are never mixed.
+Every prompt is a :class:`~tl_concepts.llm.templates.PromptTemplate` (name, version and the
+fixed text: ``system`` the instruction or header, ``task`` the closing request, ``examples``
+the few-shot units) whose id goes into each explanation and score, so results made with
+different wording are never mixed; :data:`TEMPLATES` lists them by name.
 
 Example:
     >>> normalize_activations([0.0, 1.0, 1.99, 2.0, -3.0], max_activation=2.0)
@@ -28,6 +30,7 @@ from typing import Sequence
 
 from tl_concepts.capture.records import ActivationRecord
 from tl_concepts.llm.base import Message
+from tl_concepts.llm.templates import PromptTemplate, TemplateRegistry
 
 MAX_NORMALIZED = 10
 """Top of the integer activation scale shown to explainer and simulator."""
@@ -40,29 +43,6 @@ SLOT_PLACEHOLDER = "unknown"
 
 SPARSE_FRACTION = 0.2
 """A record whose non-zero fraction is below this gets its non-zero lines repeated."""
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """Name and version of a prompt; stored with every result made with it."""
-
-    name: str
-    """Template name, e.g. ``explain/token-activation``."""
-    version: str
-    """Version string; bump it whenever the wording or format changes."""
-
-    @property
-    def id(self) -> str:
-        """``name@version``."""
-        return f"{self.name}@{self.version}"
-
-
-EXPLAIN_TEMPLATE = PromptTemplate("explain/token-activation", "2")  # 2: Bills floor display scale
-SIMULATE_TEMPLATE = PromptTemplate("simulate/all-at-once", "1")
-SIMULATE_JSON_TEMPLATE = PromptTemplate("simulate/json", "1")
-REVISE_TEMPLATE = PromptTemplate("explain/revise", "1")
-DETECTION_TEMPLATE = PromptTemplate("score/detection", "1")
-FUZZING_TEMPLATE = PromptTemplate("score/fuzzing", "1")
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -168,6 +148,12 @@ EXPLAIN_SYSTEM = (
 )
 
 
+EXPLAIN_TEMPLATE = PromptTemplate("explain/token-activation", "2",  # 2: Bills floor display scale
+                                  system=EXPLAIN_SYSTEM, task=f"Explanation of neuron {{n}} behavior: {EXPLANATION_PREFIX}",
+                                  examples=FEW_SHOT)
+"""Ask for one explanation of a unit (few-shot units as earlier chat turns)."""
+
+
 def _neuron_block(index: int, blocks: Sequence[str]) -> str:
     return f"Neuron {index}\nActivations:\n" + "\n".join(blocks)
 
@@ -189,19 +175,17 @@ def explanation_messages(
         >>> explanation_messages([r], 3.0, few_shot=())[-1].content.endswith("is find")
         True
     """
-    msgs = [Message("system", EXPLAIN_SYSTEM)]
+    msgs = [Message("system", EXPLAIN_TEMPLATE.system)]
     for i, ex in enumerate(few_shot, start=1):
         blocks = []
         for toks, acts in ex.records:
             rec = ActivationRecord(list(toks), [float(a) for a in acts])
             blocks.append(format_record(rec, float(MAX_NORMALIZED)))
-        msgs.append(Message("user", _neuron_block(i, blocks)
-                            + f"\nExplanation of neuron {i} behavior: {EXPLANATION_PREFIX}"))
+        msgs.append(Message("user", _neuron_block(i, blocks) + "\n" + EXPLAIN_TEMPLATE.task.format(n=i)))
         msgs.append(Message("assistant", f" {ex.explanation}."))
     n = len(few_shot) + 1
     blocks = [format_record(r, max_activation) for r in records]
-    msgs.append(Message("user", _neuron_block(n, blocks)
-                        + f"\nExplanation of neuron {n} behavior: {EXPLANATION_PREFIX}"))
+    msgs.append(Message("user", _neuron_block(n, blocks) + "\n" + EXPLAIN_TEMPLATE.task.format(n=n)))
     return msgs
 
 
@@ -228,6 +212,16 @@ def parse_explanation(text: str | None) -> str | None:
     return t or None
 
 
+REVISE_TEMPLATE = PromptTemplate(
+    "explain/revise", "1", system=EXPLAIN_SYSTEM,
+    task=(f"An earlier explanation of neuron 1 was: {EXPLANATION_PREFIX} {{explanation}}.\n"
+          "A simulation from that explanation predicted these values on texts where it was most wrong:\n"
+          "{predicted}\nThe neuron's real values on the same texts follow. Write a better explanation that "
+          "fits them; keep it to one short phrase.\n\n"
+          f"{{actual}}\nExplanation of neuron 1 behavior: {EXPLANATION_PREFIX}"))
+"""Ask for a better explanation after showing where a simulation from the old one went wrong."""
+
+
 def revision_messages(
     explanation: str,
     records: Sequence[ActivationRecord],
@@ -251,14 +245,9 @@ def revision_messages(
         vals = [min(MAX_NORMALIZED, max(0, int(round(float(v))))) for v in pred]
         pred_blocks.append("<start>\n" + format_record_lines(rec.tokens, vals) + "\n<end>\n")
     true_blocks = [format_record(r, max_activation) for r in records]
-    text = (f"An earlier explanation of neuron 1 was: {EXPLANATION_PREFIX} {explanation}.\n"
-            "A simulation from that explanation predicted these values on texts where it was most wrong:\n"
-            + "\n".join(pred_blocks)
-            + "\nThe neuron's real values on the same texts follow. Write a better explanation that fits "
-            "them; keep it to one short phrase.\n\n"
-            + _neuron_block(1, true_blocks)
-            + f"\nExplanation of neuron 1 behavior: {EXPLANATION_PREFIX}")
-    return [Message("system", EXPLAIN_SYSTEM), Message("user", text)]
+    text = REVISE_TEMPLATE.task.format(explanation=explanation, predicted="\n".join(pred_blocks),
+                                       actual=_neuron_block(1, true_blocks))
+    return [Message("system", REVISE_TEMPLATE.system), Message("user", text)]
 
 
 # --------------------------------------------------------------------------- simulation
@@ -268,6 +257,15 @@ SIMULATE_HEADER = (
     "activation on every token. The format is token<tab>activation; activations go from "
     "0 to 10, most are 0, and a non-zero value means the token matches the explanation.\n\n"
 )
+
+SIMULATE_TEMPLATE = PromptTemplate("simulate/all-at-once", "1", system=SIMULATE_HEADER, task=SLOT_PLACEHOLDER,
+                                   examples=FEW_SHOT)
+"""All-at-once simulation: ``system`` the header, ``task`` what stands in each slot."""
+SIMULATE_JSON_TEMPLATE = PromptTemplate(
+    "simulate/json", "1", system=SIMULATE_HEADER.strip(),
+    task=('Answer with JSON only: {{"activations": [one integer 0..10 per token, '
+          "in order, {n} numbers]}}"))
+"""Simulation as a JSON answer (fallback without logprobs); ``{n}``: the number of tokens."""
 
 
 @dataclass
@@ -305,7 +303,7 @@ def simulation_prompt(
         >>> p.text[p.positions[1] - len(" Monday\\t"):p.positions[1]]
         ' Monday\\t'
     """
-    text = SIMULATE_HEADER
+    text = SIMULATE_TEMPLATE.system
     for i, ex in enumerate(few_shot, start=1):
         text += _explained_block(i, ex.explanation)
         for toks, acts in ex.records:
@@ -316,7 +314,7 @@ def simulation_prompt(
     for tok in tokens:
         text += display_token(tok) + "\t"
         positions.append(len(text))
-        text += SLOT_PLACEHOLDER + "\n"
+        text += SIMULATE_TEMPLATE.task + "\n"
     text += "<end>\n"
     return SimulationPrompt(text=text, positions=positions)
 
@@ -325,26 +323,32 @@ def json_simulation_messages(explanation: str, tokens: Sequence[str]) -> list[Me
     """Chat messages asking for the activations as JSON (fallback without logprobs)."""
     listing = "\n".join(f"{i}\t{display_token(t)}" for i, t in enumerate(tokens))
     return [
-        Message("system", SIMULATE_HEADER.strip()),
+        Message("system", SIMULATE_JSON_TEMPLATE.system),
         Message("user",
                 f"Explanation: {EXPLANATION_PREFIX} {explanation}.\n\n"
                 f"Tokens (index<tab>token):\n{listing}\n\n"
-                'Answer with JSON only: {"activations": [one integer 0..10 per token, '
-                f"in order, {len(tokens)} numbers]}}"),
+                + SIMULATE_JSON_TEMPLATE.task.format(n=len(tokens))),
     ]
 
 
 # --------------------------------------------------------------------------- detection / fuzzing
+_SCORE_HEADER = "A neuron in a neural network activates on: " + EXPLANATION_PREFIX + " "
+DETECTION_TEMPLATE = PromptTemplate(
+    "score/detection", "1", system=_SCORE_HEADER,
+    task="\n\nDoes the neuron activate anywhere in this text? Answer 1 for yes, 0 for no.\nAnswer: ")
+"""Does a context contain what the explanation describes (answer slot at the end)."""
+FUZZING_TEMPLATE = PromptTemplate(
+    "score/fuzzing", "1", system=_SCORE_HEADER,
+    task="\n\nAre the marked tokens the ones this neuron activates on? Answer 1 for yes, 0 for no.\nAnswer: ")
+"""Are the tokens marked ``<<like this>>`` what the explanation describes (answer slot at the end)."""
+
 def detection_prompt(explanation: str, tokens: Sequence[str]) -> str:
     """Prompt asking whether a context contains what the explanation describes.
 
     The answer slot is the end of the prompt; candidates are ``"1"`` (yes) and ``"0"``.
     """
-    return (
-        "A neuron in a neural network activates on: " + EXPLANATION_PREFIX + " " + explanation
-        + ".\n\nText: " + "".join(tokens).strip()
-        + "\n\nDoes the neuron activate anywhere in this text? Answer 1 for yes, 0 for no.\nAnswer: "
-    )
+    return (DETECTION_TEMPLATE.system + explanation + ".\n\nText: " + "".join(tokens).strip()
+            + DETECTION_TEMPLATE.task)
 
 
 def fuzzing_prompt(explanation: str, tokens: Sequence[str], highlighted: Sequence[bool]) -> str:
@@ -368,8 +372,11 @@ def fuzzing_prompt(explanation: str, tokens: Sequence[str], highlighted: Sequenc
             parts.append(tok)
     if open_:
         parts.append(">>")
-    return (
-        "A neuron in a neural network activates on: " + EXPLANATION_PREFIX + " " + explanation
-        + ".\n\nText with some tokens marked <<like this>>: " + "".join(parts).strip()
-        + "\n\nAre the marked tokens the ones this neuron activates on? Answer 1 for yes, 0 for no.\nAnswer: "
-    )
+    return (FUZZING_TEMPLATE.system + explanation + ".\n\nText with some tokens marked <<like this>>: "
+            + "".join(parts).strip() + FUZZING_TEMPLATE.task)
+
+
+TEMPLATES: TemplateRegistry[PromptTemplate] = TemplateRegistry("explain", [
+    EXPLAIN_TEMPLATE, REVISE_TEMPLATE, SIMULATE_TEMPLATE, SIMULATE_JSON_TEMPLATE, DETECTION_TEMPLATE,
+    FUZZING_TEMPLATE])
+"""The explain stage's templates by name."""
