@@ -14,11 +14,12 @@ Example:
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from tl_concepts.hooks import hook_name, layer_of
 
 WORD_COLUMNS = ("word_id", "doc", "sentence", "index", "text", "pos", "ner")
 """Columns of the word table (``doc``, ``pos`` and ``ner`` are optional)."""
@@ -106,13 +107,9 @@ def validate(inp: ConceptInput) -> None:
             "recapture the activations (e.g. in float32 instead of float16) or drop those words")
 
 
-_BLOCK = re.compile(r"blocks\.(\d+)\.")
-
-
-def layer_of_hook(hook: str) -> int:
-    """Block index L of a hook name such as ``blocks.3.hook_resid_post`` (-1 if none)."""
-    m = _BLOCK.search(hook)
-    return int(m.group(1)) if m else -1
+def _layer_or_minus_one(hook: str) -> int:
+    layer = layer_of(hook)
+    return -1 if layer is None else layer
 
 
 def from_store(store: Any, hook: str | None = None, *, layer: int | None = None,
@@ -131,8 +128,8 @@ def from_store(store: Any, hook: str | None = None, *, layer: int | None = None,
     if hook is None:
         if layer is None:
             raise ConceptInputError("give a hook name or a layer")
-        preferred = f"blocks.{layer}.hook_resid_post"
-        candidates = [h for h in hooks if layer_of_hook(h) == layer]
+        preferred = hook_name(int(layer), "resid_post")
+        candidates = [h for h in hooks if layer_of(h) == layer]
         if preferred in hooks:
             hook = preferred
         elif len(candidates) == 1:
@@ -144,7 +141,7 @@ def from_store(store: Any, hook: str | None = None, *, layer: int | None = None,
         raise ConceptInputError(f"hook {hook!r} is not in the store; it has {hooks}")
     words = {k: list(v) for k, v in store.words().items()}
     reps = np.asarray(store.word_representations(hook, agg=agg))
-    inp_layer = layer_of_hook(hook) if layer is None else layer
+    inp_layer = _layer_or_minus_one(hook) if layer is None else layer
     n = reps.shape[0]
     for name, col in words.items():
         if len(col) != n:

@@ -47,6 +47,7 @@ import numpy as np
 from tl_concepts.atomic import write_json
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
 from tl_concepts.errors import InputError
+from tl_concepts.hooks import hook_name, layer_of
 from tl_concepts.explain.scoring import SimulationScores, absolute_dev_explained, correlation, rsquared, score
 
 TOP_SPLITS = ("train", "calibration", "valid", "test")
@@ -180,7 +181,7 @@ class NeuronRecordData:
         t, r = _interleaved(top, TOP_SPLITS), _interleaved(rnd, RANDOM_SPLITS)
         finite = [a for x in self.most_positive_activation_records for a in x.activations if math.isfinite(a)]
         return UnitRecords(
-            hook or f"blocks.{self.layer_index}.mlp.hook_post", self.neuron_index,
+            hook or hook_name(int(self.layer_index), "post"), self.neuron_index,
             train_top=t["train"], calibration_top=t["calibration"], test_top=t[test_split],
             calibration_random=r["calibration"], test_random=r[test_split],
             max_activation=max(finite, default=0.0), n_contexts=len(top) + len(rnd))
@@ -337,8 +338,7 @@ def result_to_neuron_simulation_results(result: dict[str, Any], *, layer_index: 
     ``blocks.`` in the hook (0 when there is none)."""
     hook = str(result.get("hook", ""))
     if layer_index is None:
-        parts = hook.split(".")
-        layer_index = int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else 0
+        layer_index = (layer_of(hook) if hook else None) or 0
     out = []
     for k in which:
         part = result.get(k) or {}

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from tl_concepts.hooks import layer_of
+
 from .schemas import COLUMNS, SCHEMA_VERSION, check_kind
 
 # Values the Hub accepts for ``size_categories``.
@@ -285,6 +287,11 @@ def _verdicts(rows: list[dict[str, Any]], col: str) -> dict[str, Any]:
             "labels": dict(Counter(v["label"] for v in done))}
 
 
+def _layers(hooks: list[str]) -> list[int]:
+    """The block indices of ``hooks`` (hooks outside the blocks have none)."""
+    return sorted({layer for h in hooks if (layer := layer_of(h)) is not None})
+
+
 def meta_from_manifest(manifest: dict[str, Any], *, pretty_name: str, **overrides: Any) -> CardMeta:
     """A :class:`CardMeta` filled from a capture store's ``manifest`` (``ActivationStore.manifest``).
 
@@ -298,7 +305,7 @@ def meta_from_manifest(manifest: dict[str, Any], *, pretty_name: str, **override
     model = manifest.get("model") or {}
     corpus = manifest.get("corpus") or {}
     hooks = list(manifest.get("hooks") or [])
-    layers = sorted({int(m.group(1)) for h in hooks if (m := re.match(r"blocks\.(\d+)\.", h))})
+    layers = _layers(hooks)
     settings = {k: v for k, v in (manifest.get("settings") or {}).items() if not isinstance(v, (dict, list))}
     ident = model_identity(str(model.get("id", "")), str(model.get("fingerprint") or ""),
                            str(model.get("revision") or ""))
@@ -610,7 +617,7 @@ def card_context(kind: str, ds: Any, meta: CardMeta, repo_id: str, *,
         hooks = [str(h)] if h else []
     if hooks:
         m["hooks"] = hooks
-        m["layers"] = sorted({int(x.group(1)) for h in hooks if (x := re.match(r"blocks\.(\d+)\.", h))})
+        m["layers"] = _layers(hooks)
     m["license"] = meta.license or corpus.get("hub_license") or "other"
     m["corpus_source"] = meta.corpus_source or corpus.get("source") or (meta.corpus_name or "not recorded")
     m["corpus_license"] = meta.corpus_license or corpus.get("license") or (

@@ -13,13 +13,9 @@ from __future__ import annotations
 from tl_concepts.errors import ConfigError, NotFoundError
 
 import difflib
-import re
 from typing import Any, Sequence
 
 import torch
-
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
-
 
 def check_model(model: Any) -> None:
     """Raise ``TypeError`` unless ``model`` is a TransformerLens model with a tokenizer."""
@@ -79,12 +75,6 @@ def resolve_hooks(model: Any, hooks: Sequence[str]) -> list[str]:
         if name not in out:
             out.append(name)
     return out
-
-
-def hook_layer(name: str) -> int | None:
-    """Block index of a ``blocks.L.…`` hook, None for hooks outside the blocks."""
-    m = _BLOCK.match(name)
-    return int(m.group(1)) if m else None
 
 
 def special_tokens(model: Any) -> tuple[list[int], list[int]]:

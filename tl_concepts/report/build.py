@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tl_concepts.atomic import replacing_dir
-from tl_concepts.ids import unit_id
+from tl_concepts.hooks import MLP_POST, split_hook
+from tl_concepts.ids import safe_id, unit_id
 
 from . import data as D
 from .logits import LOGIT_FILE, is_causal_lm, load_logit_effects, logit_effects
@@ -56,7 +57,7 @@ def unit_file(key: str) -> str:
     if ":" in key:
         hook, _, unit = key.rpartition(":")
         key = unit_id(hook, unit)
-    return D.safe_name(key) + ".html"
+    return safe_id(key) + ".html"
 
 
 # -- token cells ----------------------------------------------------------------------------------
@@ -308,7 +309,7 @@ def _compute_effects(model: Any, units: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     hooks: dict[str, list[int]] = {}
     for u in units:
-        if str(u["hook"]).endswith("mlp.hook_post") and isinstance(u["unit"], int):
+        if split_hook(str(u["hook"]))[1] == MLP_POST and isinstance(u["unit"], int):
             hooks.setdefault(u["hook"], []).append(u["unit"])
     out: dict[str, Any] = {}
     for hook, us in hooks.items():

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from tl_concepts.atomic import write_json
+from tl_concepts.hooks import MLP_POST, split_hook
 from tl_concepts.ids import unit_id
 
 LOGIT_FILE = "logit_effects.json"
@@ -73,12 +73,12 @@ def logit_effects(model: Any, hook: str, units: Sequence[int], *, k: int = 10) -
     """
     import torch
 
-    m = re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_post", hook)
-    if not m:
+    layer, rest = split_hook(hook)
+    if layer is None or rest != MLP_POST:
         raise ValueError(f"logit effects need an MLP neuron hook (blocks.L.mlp.hook_post), got {hook!r}")
     if not is_causal_lm(model):
         raise ValueError("logit effects need a causal LM with an unembedding (W_U); this model has none")
-    w = _weights(model, int(m.group(1)))
+    w = _weights(model, layer)
     if w is None:
         raise ValueError(f"the model exposes no W_out for {hook} or no W_U")
     w_out, w_u = w
