@@ -82,5 +82,5 @@ def hook_name(layer: int, kind: str = "resid_post") -> str:
     try:  # TransformerLens 4.x
         from transformer_lens.utilities import get_act_name
     except ImportError:  # TransformerLens 3.x
-        from transformer_lens.utils import get_act_name
+        from transformer_lens.utils import get_act_name  # type: ignore[no-redef]  # same function, 3.x module
     return str(get_act_name(kind, layer))

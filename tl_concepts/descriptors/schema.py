@@ -15,7 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-MAPPING_COLUMNS: list[tuple[str, str, str]] = [
+from tl_concepts.results import Column, column_features, empty_dataset, read_parquet_dataset, typed_dataset
+
+__all__ = ["HALVES", "MAPPING_COLUMNS", "dataset", "empty_dataset", "mapping_features", "read_parquet",
+           "sentence_features", "vocabulary_features"]
+
+MAPPING_COLUMNS: list[Column] = [
     ("hook", "string", "hook whose neurons are described"),
     ("unit", "string", "the unit's id (`<hook>.<neuron>`), as in every other table and the report"),
     ("half", "string", "`calibration` or `validation`: the half of the sentences the neuron was mapped on"),
@@ -35,17 +40,9 @@ HALVES = ("calibration", "validation")
 """Values of the mapping table's ``half`` column."""
 
 
-def _value(typ: str) -> Any:
-    from datasets import Value
-
-    return Value(typ.split("|")[0])
-
-
 def mapping_features() -> Any:
     """``datasets.Features`` of the mapping table."""
-    from datasets import Features
-
-    return Features({name: _value(typ) for name, typ, _ in MAPPING_COLUMNS})
+    return column_features(MAPPING_COLUMNS)
 
 
 def sentence_features() -> Any:
@@ -66,29 +63,11 @@ def vocabulary_features() -> Any:
                      "member_counts": Sequence(Value("int64")), "sentences": Value("int64")})
 
 
-def empty_dataset(features: Any) -> Any:
-    """A ``datasets.Dataset`` with no rows and the given features (``from_list([])`` cannot)."""
-    import datasets
-
-    return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
-
-
 def dataset(rows: list[dict[str, Any]], features: Any) -> Any:
     """``rows`` as a typed ``datasets.Dataset`` (an empty one when there are no rows)."""
-    import datasets
-
-    if not rows:
-        return empty_dataset(features)
-    return datasets.Dataset.from_list(rows, features=features)
+    return typed_dataset(rows, features)
 
 
 def read_parquet(path: Any, features: Any) -> Any:
-    """A parquet table written by this stage as a typed ``datasets.Dataset``; an empty table
-    too (``Dataset.from_parquet`` refuses a file without rows)."""
-    import datasets
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(str(path))
-    if table.num_rows == 0:
-        return empty_dataset(features)
-    return datasets.Dataset(table)
+    """A parquet table written by this stage as a typed ``datasets.Dataset`` (also without rows)."""
+    return read_parquet_dataset(path, features)

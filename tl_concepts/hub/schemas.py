@@ -44,6 +44,7 @@ from typing import Any, Iterable
 from tl_concepts.descriptors.schema import HALVES, MAPPING_COLUMNS  # noqa: E402  (the producing stages own
 from tl_concepts.probing.schema import PROBE_COLUMNS, RANKING_COLUMNS  # noqa: E402  their schemas)
 from tl_concepts.ids import unit_id
+from tl_concepts.results import Column, column_features
 
 KINDS = ("concepts", "explanations", "probes", "rankings", "descriptors")
 SCHEMA_VERSION = 1
@@ -89,7 +90,7 @@ def _classification() -> dict[str, Any]:
 
 
 # Column docs, rendered into the cards (name, type, meaning).
-COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+COLUMNS: dict[str, list[Column]] = {
     "concepts": [
         ("concept_id", "int64", "node id of the concept in the merge tree"),
         ("layer", "int64", "block index the representations came from"),
@@ -162,8 +163,7 @@ def features(kind: str) -> Any:
             "detection": _classification(), "fuzzing": _classification(), "verdict": _verdict(),
             "baseline_verdict": _verdict(), "records": [record],
         })
-    types = {"string": s, "int64": i, "float64": f}
-    return Features({name: types[typ.split("|")[0]] for name, typ, _ in COLUMNS[kind]})
+    return column_features(COLUMNS[kind])
 
 
 def check_kind(kind: str) -> None:
@@ -374,8 +374,6 @@ def _generic_rows(kind: str, data: Iterable[Any]) -> list[dict[str, Any]]:
         for c, typ, _ in cols:
             v = d.get(c, opt.get(c))
             if c == "unit" and v is None:  # the one unit id, from hook and neuron
-                from tl_concepts.ids import unit_id
-
                 v = unit_id(row["hook"], d.get("neuron")) if row.get("hook") else ""
             base = typ.split("|")[0]
             if base == "string":

@@ -84,14 +84,11 @@ class Failure:
     """The raw answer text, when there was one (e.g. an unparseable answer)."""
 
 
-@dataclass
-class ChatResult:
-    """The answer to one chat request."""
+@dataclass(kw_only=True)
+class CallInfo:
+    """Who answered a call and what it cost: the fields :class:`ChatResult` and
+    :class:`Distributions` share (keyword-only)."""
 
-    text: str | None
-    """The completion text; None when the call failed."""
-    failure: Failure | None = None
-    """Set when the call failed; ``text`` is then None."""
     model: str = ""
     """Model that answered."""
     backend: str = ""
@@ -108,14 +105,26 @@ class ChatResult:
     retries: int = 0
     """How many of those requests were retries."""
 
+
+@dataclass
+class ChatResult(CallInfo):
+    """The answer to one chat request (plus :class:`CallInfo`: model, backend, usage)."""
+
+    text: str | None
+    """The completion text; None when the call failed."""
+    failure: Failure | None = None
+    """Set when the call failed; ``text`` is then None."""
+
     @property
     def ok(self) -> bool:
+        """True when the call produced a text."""
         return self.failure is None and self.text is not None
 
 
 @dataclass
-class Distributions:
-    """Next-token probabilities over a candidate set at several prompt positions."""
+class Distributions(CallInfo):
+    """Next-token probabilities over a candidate set at several prompt positions (plus
+    :class:`CallInfo`: model, backend, usage)."""
 
     probs: list[dict[str, float]] | None
     """One dict per requested position: candidate -> probability (not renormalised);
@@ -124,15 +133,6 @@ class Distributions:
     """How the numbers were produced."""
     failure: Failure | None = None
     """Set when the call failed."""
-    model: str = ""
-    backend: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached: bool = False
-    requests: int = 0
-    """Requests (HTTP requests or forward passes) made, retries included; 0 when cached."""
-    retries: int = 0
-    """How many of those requests were retries."""
     absent: list[list[str]] | None = None
     """Per position, the candidates the endpoint did not report (not among its top-k
     logprobs, or not a single token of its vocabulary): their probability is given as 0.0,
@@ -141,6 +141,7 @@ class Distributions:
 
     @property
     def ok(self) -> bool:
+        """True when the call produced distributions."""
         return self.failure is None and self.probs is not None
 
     def expected_values(self, values: dict[str, float] | None = None) -> list[float]:

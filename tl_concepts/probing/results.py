@@ -43,6 +43,32 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(str(path)).to_pylist()  # also a table without rows
 
 
+def _write_folder(path: str | os.PathLike, tables: dict[str, Any], info_name: str, info: dict[str, Any]) -> Path:
+    """``<path>/<name>.parquet`` for each dataset in ``tables`` (a None table removes its old
+    file) and ``<path>/<info_name>.json``, each written atomically."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        f = out / f"{name}.parquet"
+        if table is not None:
+            atomic_write(f, table.to_parquet)
+        elif f.exists():
+            f.unlink()
+    write_json(out / f"{info_name}.json", info, ensure_ascii=True)
+    return out
+
+
+def _read_folder(path: str | os.PathLike, name: str, what: str, command: str
+                 ) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
+    """(folder, rows of ``<name>.parquet``, ``<name>.json`` or {}) of a folder :func:`_write_folder` wrote."""
+    p = Path(path)
+    if not (p / f"{name}.parquet").is_file():
+        raise InputError(f"{p} holds no {what} (no {name}.parquet); run tl-concepts {command} --out {p}")
+    info_file = p / f"{name}.json"
+    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+    return p, _read_parquet(p / f"{name}.parquet"), info
+
+
 @dataclass(repr=False)
 class ProbeResults(ResultTable):
     """One row per trained probe (columns of :data:`~tl_concepts.probing.schema.PROBE_COLUMNS`).
@@ -93,21 +119,14 @@ class ProbeResults(ResultTable):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``<path>/probes.parquet`` and ``<path>/probes.json`` (provenance), atomically."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "probes.parquet", self.to_dataset().to_parquet)
-        write_json(out / "probes.json", {"hook": self.hook, "source": self.source, "provenance": self.provenance},
-                   ensure_ascii=True)
-        return out
+        return _write_folder(path, {"probes": self.to_dataset()}, "probes",
+                             {"hook": self.hook, "source": self.source, "provenance": self.provenance})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ProbeResults":
         """Read a folder written by :meth:`save` (or by ``tl-concepts probe``)."""
-        p = Path(path)
-        if not (p / "probes.parquet").is_file():
-            raise InputError(f"{p} holds no probe results (no probes.parquet); run tl-concepts probe --out {p}")
-        info = json.loads((p / "probes.json").read_text(encoding="utf-8")) if (p / "probes.json").is_file() else {}
-        return cls(probes=_read_parquet(p / "probes.parquet"), hook=info.get("hook", ""),
+        _, rows, info = _read_folder(path, "probes", "probe results", "probe")
+        return cls(probes=rows, hook=info.get("hook", ""),
                    source=info.get("source", ""), provenance=info.get("provenance", {}))
 
     def __repr__(self) -> str:
@@ -169,26 +188,16 @@ class Rankings(ResultTable):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``rankings.parquet`` (and ``alignment.parquet``) and ``rankings.json``, atomically."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "rankings.parquet", self.rankings.to_parquet)
-        if self.alignment is not None:
-            atomic_write(out / "alignment.parquet", self.alignment.to_parquet)
-        elif (out / "alignment.parquet").exists():
-            (out / "alignment.parquet").unlink()
-        write_json(out / "rankings.json", {"hook": self.hook, "source": self.source, "seconds": self.seconds,
-                                           "provenance": self.provenance}, ensure_ascii=True)
-        return out
+        return _write_folder(path, {"rankings": self.rankings, "alignment": self.alignment}, "rankings",
+                             {"hook": self.hook, "source": self.source, "seconds": self.seconds,
+                              "provenance": self.provenance})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Rankings":
         """Read a folder written by :meth:`save` (or by ``tl-concepts rank``)."""
-        p = Path(path)
-        if not (p / "rankings.parquet").is_file():
-            raise InputError(f"{p} holds no rankings (no rankings.parquet); run tl-concepts rank --out {p}")
-        info = json.loads((p / "rankings.json").read_text(encoding="utf-8")) if (p / "rankings.json").is_file() else {}
+        p, rows, info = _read_folder(path, "rankings", "rankings", "rank")
         al = _read_parquet(p / "alignment.parquet") if (p / "alignment.parquet").is_file() else None
-        return cls(rankings=dataset(_read_parquet(p / "rankings.parquet"), RANKING_COLUMNS),
+        return cls(rankings=dataset(rows, RANKING_COLUMNS),
                    alignment=None if al is None else dataset(al, ALIGNMENT_COLUMNS),
                    seconds=info.get("seconds", {}), hook=info.get("hook", ""), source=info.get("source", ""),
                    provenance=info.get("provenance", {}))

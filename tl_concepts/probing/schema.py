@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-PROBE_COLUMNS: list[tuple[str, str, str]] = [
+from tl_concepts.results import Column, column_features, typed_dataset
+
+PROBE_COLUMNS: list[Column] = [
     ("hook", "string", "hook the word representations come from"),
     ("source", "string", "label source (`pos`, `ner`, `concepts:<dir>`, a label file)"),
     ("label", "string", "the probed label (`*all*` for the multi-class probe over every kept label)"),
@@ -34,7 +36,7 @@ PROBE_COLUMNS: list[tuple[str, str, str]] = [
 ]
 """Columns of the probe table (one row per probe; the published ``probes`` kind)."""
 
-RANKING_COLUMNS: list[tuple[str, str, str]] = [
+RANKING_COLUMNS: list[Column] = [
     ("hook", "string", "hook whose neurons are ranked"),
     ("source", "string", "label source (`pos`, `ner`, `concepts:<dir>`, a label file)"),
     ("label", "string", "the label the neurons are ranked for (`*all*`: multi-class ranking over every label)"),
@@ -47,7 +49,7 @@ RANKING_COLUMNS: list[tuple[str, str, str]] = [
 ]
 """Columns of the ranking table (one row per (label, method, rank); the published ``rankings`` kind)."""
 
-ALIGNMENT_COLUMNS: list[tuple[str, str, str]] = [
+ALIGNMENT_COLUMNS: list[Column] = [
     ("hook", "string", "hook whose neurons are ranked"),
     ("concept", "int64", "super-concept node id"),
     ("name", "string", "display name of the super-concept"),
@@ -60,27 +62,12 @@ ALIGNMENT_COLUMNS: list[tuple[str, str, str]] = [
 """Columns of the super/sub-concept alignment table (``concepts:`` sources)."""
 
 
-def _feature(typ: str) -> Any:
-    from datasets import Sequence, Value
-
-    base = typ.split("|")[0]
-    if base.startswith("list<"):
-        return Sequence(Value(base[5:-1]))
-    return Value(base)
-
-
-def features(columns: list[tuple[str, str, str]]) -> Any:
+def features(columns: list[Column]) -> Any:
     """``datasets.Features`` of a column list."""
-    from datasets import Features
-
-    return Features({name: _feature(typ) for name, typ, _ in columns})
+    return column_features(columns)
 
 
-def dataset(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> Any:
-    """``rows`` as a typed ``datasets.Dataset`` (also when there are none)."""
-    import datasets
-
-    f = features(columns)
-    if not rows:
-        return datasets.Dataset.from_dict({name: [] for name in f}, features=f)
-    return datasets.Dataset.from_list([{c: r.get(c) for c in f} for r in rows], features=f)
+def dataset(rows: list[dict[str, Any]], columns: list[Column]) -> Any:
+    """``rows`` as a typed ``datasets.Dataset`` (also when there are none; a column a row
+    leaves out is None)."""
+    return typed_dataset(rows, column_features(columns), fill_missing=True)
