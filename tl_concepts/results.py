@@ -27,6 +27,24 @@ Column = tuple[str, str, str]
 """A table column: (name, type, description)."""
 
 
+def json_default(obj: Any) -> Any:
+    """``default=`` for ``json.dumps`` of result files: numpy scalars and arrays as plain
+    numbers and lists; anything else raises ``TypeError`` as ``json`` does.
+
+    Example:
+        >>> import json, numpy as np
+        >>> json.dumps({"n": np.int64(3), "v": np.array([0.5, 1.0])}, default=json_default)
+        '{"n": 3, "v": [0.5, 1.0]}'
+    """
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
 def _feature(typ: str) -> Any:
     from datasets import Sequence as ListOf, Value
 

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Literal
 import numpy as np
 from tl_concepts.atomic import atomic_write, write_text
 from tl_concepts.fingerprint import fingerprint
-from tl_concepts.results import ResultTable
+from tl_concepts.results import ResultTable, json_default
 
 from .tree import ConceptTree
 
@@ -326,9 +326,9 @@ class ConceptSet(ResultTable):
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
         meta = {**self.meta, "k": self.k, "layer": self.layer, "hook": self.hook, "n_points": self.n_points}
-        _atomic_text(d / "meta.json", json.dumps(meta, indent=2, default=_json_default))
+        _atomic_text(d / "meta.json", json.dumps(meta, indent=2, default=json_default))
         _atomic_text(d / "points.json", json.dumps({"points": self.points, "sentences": self.sentences},
-                                                    default=_json_default))
+                                                    default=json_default))
         arrays = ({"linkage": self.tree.linkage, "leaf_of_point": self.tree.leaf_of_point}
                   if self.tree is not None else {"assignment": self.assignment})
         atomic_write(d / "tree.npz", lambda tmp: _savez(tmp, arrays))
@@ -340,7 +340,7 @@ class ConceptSet(ResultTable):
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
         labels = [lab.to_dict() for labs in self.labels.values() for lab in labs]
-        _atomic_text(d / "labels.json", json.dumps(labels, indent=1, default=_json_default))
+        _atomic_text(d / "labels.json", json.dumps(labels, indent=1, default=json_default))
         return d / "labels.json"
 
     @classmethod
@@ -370,14 +370,6 @@ def _marked_html(sentence: str, word: str) -> str:
         if t == word:
             return " ".join(f"<mark>{escape(x)}</mark>" if j == i else escape(x) for j, x in enumerate(toks))
     return escape(sentence)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
