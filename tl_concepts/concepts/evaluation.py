@@ -263,7 +263,7 @@ async def ayes_probability(llm: LLM, messages: Sequence[Message], *, stage: str 
     """
     prompt = prompt_text(llm, messages)
     dist = await llm.anext_token_distributions(prompt, [len(prompt)], [*YES, *NO], stage=stage)
-    if not dist.ok:
+    if not dist.ok or dist.probs is None:
         return None, "", dist.failure.kind if dist.failure else "error"
     if dist.method not in DISTRIBUTION_METHODS:
         return None, str(dist.method), "no_logprobs"
@@ -387,8 +387,8 @@ def label_agreement(a: Sequence[ConceptLabel], b: Sequence[ConceptLabel], *, jud
         >>> r = label_agreement(x, y); (r.n_common, r.n_exact)
         (2, 1)
     """
-    la = {x.concept_id: x.label for x in a if x.accepted}
-    lb = {x.concept_id: x.label for x in b if x.accepted}
+    la = {x.concept_id: x.label for x in a if x.accepted and x.label is not None}
+    lb = {x.concept_id: x.label for x in b if x.accepted and x.label is not None}
     common = sorted(set(la) & set(lb))
     na = [normalise_label(la[i]) for i in common]
     nb = [normalise_label(lb[i]) for i in common]

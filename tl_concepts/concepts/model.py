@@ -374,7 +374,8 @@ def _marked_html(sentence: str, word: str) -> str:
 
 def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a temp name
-        np.savez(f, **arrays)
+        # numpy's stub lets **arrays bind allow_pickle (a bool); here they are only array names
+        np.savez(f, **arrays)  # type: ignore[arg-type]
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -94,7 +94,7 @@ def available_memory_bytes() -> int:
 
 
 def choose_mode(n: int, d: int, *, memory_fraction: float = 0.5,
-                available: int | None = None) -> tuple[str, str]:
+                available: int | None = None) -> tuple[Literal["exact", "micro"], str]:
     """``("exact"|"micro", reason)`` for n points of width d."""
     avail = available_memory_bytes() if available is None else available
     need = exact_memory_bytes(n, d)
@@ -153,7 +153,7 @@ def ward_weighted(centroids: np.ndarray, weights: np.ndarray, *, dtype: type | N
         raise ConfigError("Ward clustering needs at least 2 points")
     dt = dtype or (np.float64 if m <= FLOAT64_MAX_MICRO else np.float32)
     sq = np.einsum("ij,ij->i", c, c)
-    dist = np.empty((m, m), dtype=dt)
+    dist: np.ndarray = np.empty((m, m), dtype=dt)
     step = max(1, min(m, (64 << 20) // (8 * m)))
     for i0 in range(0, m, step):
         i1 = min(m, i0 + step)

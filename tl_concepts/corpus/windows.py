@@ -96,7 +96,8 @@ def make_windows(corpus: Corpus, tokenizer: Any, max_tokens: int) -> Windows:
         starts.append(len(tok_ids))
 
     for doc, sent_ids in by_doc.items():
-        pieces, char_word = [], []
+        pieces: list[str] = []
+        char_word: list[int] = []
         for k, si in enumerate(sent_ids):
             s = corpus.sentences[si]
             for j, word in enumerate(s.words):

@@ -114,8 +114,8 @@ def build_vocabulary(descriptor_lists: Sequence[Sequence[str]], embed: Embedder,
         lab = AgglomerativeClustering(n_clusters=None, distance_threshold=distance_threshold, metric="cosine",
                                       linkage="average").fit_predict(e)
     groups: dict[int, list[int]] = {}
-    for i, g in enumerate(lab):
-        groups.setdefault(int(g), []).append(i)
+    for i, cluster in enumerate(lab):
+        groups.setdefault(int(cluster), []).append(i)
     gid = {uniq[i]: g for g, idx in enumerate(groups.values()) for i in idx}
     n_sent = np.zeros(len(groups), np.int64)
     for ds in descriptor_lists:

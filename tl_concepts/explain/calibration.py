@@ -83,7 +83,7 @@ class CalibratedSimulator(Simulator):
         bad = [s for s in sims if not s.ok]
         if bad:
             raise RuntimeError(f"{len(bad)} of {len(sims)} calibration simulations failed: {bad[0].failure}")
-        self.calibration = LinearCalibration.fit(records, [s.activations for s in sims])
+        self.calibration = LinearCalibration.fit(records, [s.activations for s in sims if s.activations is not None])
         return sims
 
     def _wrap(self, s: Simulation) -> Simulation:

@@ -27,7 +27,7 @@ import re
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from tl_concepts.capture.exemplars import SPLITS, ExemplarConfig, select_exempla
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
 from tl_concepts.explain.prompts import EXPLANATION_PREFIX
 from tl_concepts.llm.base import LLM, ChatResult, Distributions, Message
+
+if TYPE_CHECKING:
+    from tl_concepts.explain.simulators import Simulation
 
 PLANTED_HOOK = "planted"
 """Hook name of planted units (unit ids read ``planted.<n>``)."""
@@ -195,7 +198,7 @@ class OracleLLM(LLM):
         self.classes = classes
         self.mismatch = mismatch
         self.model = "oracle-mismatch" if mismatch else "oracle"
-        self.calls = Counter()
+        self.calls: Counter[str] = Counter()
 
     def cache_identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model}
@@ -283,6 +286,16 @@ def _sims(res: dict[str, Any], which: str) -> list[list[float]] | None:
     return None if not sims else [s["simulated"] for s in sims]
 
 
+def _values(sims: Sequence[Simulation]) -> list[list[float]]:
+    """The simulated activations of ``sims``; a failed one raises (callers check ``ok`` first)."""
+    out = []
+    for s in sims:
+        if s.activations is None:
+            raise RuntimeError(f"a simulation failed: {s.failure}")
+        out.append(s.activations)
+    return out
+
+
 async def ascore_planted(
     units: Sequence[tuple[PlantedClass, UnitRecords]],
     llm: LLM,
@@ -313,7 +326,7 @@ async def ascore_planted(
         text = ((res.get("llm") or {}).get("explanation") or {}).get("text")
         test = list(unit.test_top) + list(unit.test_random)
         table = await TokenLookupExplainer().simulator(unit).asimulate_many("", [r.tokens for r in test])
-        v = verdict(test, _sims(res, "llm"), _sims(res, "baseline"), [s.activations for s in table],
+        v = verdict(test, _sims(res, "llm"), _sims(res, "baseline"), _values(table),
                     n_bootstrap=config.n_bootstrap, seed=config.seed)
         row: dict[str, Any] = {
             "class": cls.key, "unit": unit.unit, "status": res.get("status"), "explanation": text,
@@ -374,7 +387,7 @@ async def arevision_effect(
         corr = {}
         for name, t in (("before", text), ("after", rev.text or text)):
             sims = await sim.asimulate_many(t, [r.tokens for r in test])
-            corr[name] = (score(test, [s.activations for s in sims], n_bootstrap=0).correlation.value
+            corr[name] = (score(test, _values(sims), n_bootstrap=0).correlation.value
                           if all(s.ok for s in sims) else None)
         out.append({**row, "status": "ok", "final": rev.text, "kept": sum(bool(r.get("kept")) for r in rev.revisions[1:]),
                     "named_right_after": class_named(rev.text, classes or classes_of(units)) == cls.key,

@@ -25,7 +25,7 @@ import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -258,9 +258,9 @@ def stage_info(kind: str, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                     settings.setdefault("simulator model", r["simulator_model"])
         elif kind == "descriptors":
             p = Path(data) if isinstance(data, (str, os.PathLike)) else None
-            cfg = p / "config.json" if p is not None else None
-            if cfg is not None and cfg.is_file():
-                settings.update({k: v for k, v in json.loads(cfg.read_text(encoding="utf-8")).items()
+            stage_cfg = p / "config.json" if p is not None else None
+            if stage_cfg is not None and stage_cfg.is_file():
+                settings.update({k: v for k, v in json.loads(stage_cfg.read_text(encoding="utf-8")).items()
                                  if not isinstance(v, (dict, list))})
     except Exception as e:  # a card is still written; the missing part says "not recorded"
         import logging
@@ -354,9 +354,9 @@ def _r(x: float | None, nd: int = 3) -> Any:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
 
 
-def _mean(xs: list[float]) -> Any:
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    return _r(statistics.fmean(xs)) if xs else None
+def _mean(xs: Sequence[float | None]) -> Any:
+    vals = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return _r(statistics.fmean(vals)) if vals else None
 
 
 def summarize(kind: str, ds: Any, metrics: dict[str, Any] | None = None) -> dict[str, Any]:

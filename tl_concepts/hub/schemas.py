@@ -39,7 +39,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from tl_concepts.descriptors.schema import HALVES, MAPPING_COLUMNS  # noqa: E402  (the producing stages own
 from tl_concepts.probing.schema import PROBE_COLUMNS, RANKING_COLUMNS  # noqa: E402  their schemas)
@@ -363,7 +363,8 @@ def _generic_rows(kind: str, data: Iterable[Any]) -> list[dict[str, Any]]:
     """Validated rows of ``probes`` / ``rankings`` / ``descriptors`` (columns of :data:`COLUMNS`)."""
     cols = COLUMNS[kind]
     opt = OPTIONAL[kind]
-    rows, seen = [], {}
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[Any, ...], int] = {}
     for n, obj in enumerate(data):
         d = _as_dict(obj)
         missing = [c for c, _, _ in cols if c not in d and c not in opt]
@@ -374,7 +375,7 @@ def _generic_rows(kind: str, data: Iterable[Any]) -> list[dict[str, Any]]:
         for c, typ, _ in cols:
             v = d.get(c, opt.get(c))
             if c == "unit" and v is None:  # the one unit id, from hook and neuron
-                v = unit_id(row["hook"], d.get("neuron")) if row.get("hook") else ""
+                v = unit_id(row["hook"], d["neuron"]) if row.get("hook") else ""  # neuron: a required column
             base = typ.split("|")[0]
             if base == "string":
                 if c == "name" and v is None:
@@ -424,8 +425,9 @@ def stage_table(kind: str, data: Any) -> Any:
         from tl_concepts.descriptors.results import Descriptors
         from tl_concepts.probing.results import ProbeResults, Rankings
 
-        return {"probes": ProbeResults, "rankings": Rankings, "descriptors": Descriptors}[kind].load(
-            path.parent).to_dataset()
+        loaders: dict[str, Callable[[Path], Any]] = {"probes": ProbeResults.load, "rankings": Rankings.load,
+                                                     "descriptors": Descriptors.load}
+        return loaders[kind](path.parent).to_dataset()
     if hasattr(data, "to_dataset") and hasattr(data, "rows"):  # ProbeResults, Rankings, Descriptors
         return data.to_dataset()
     attr = {"rankings": "rankings", "descriptors": "mapping"}.get(kind)

@@ -273,7 +273,7 @@ class OpenAIBackend(LLM):
         try:  # the HTTP library of the installed openai client (httpx2 from 3.x on)
             from httpx2 import Response as RawResponse
         except ImportError:
-            from httpx import Response as RawResponse
+            from httpx import Response as RawResponse  # type: ignore[assignment]  # same class, older openai
 
         attempt = 0
         requests = 0
@@ -674,7 +674,7 @@ class OpenAIBackend(LLM):
         max_tokens = 32 + len(pos) * (len(cands) * 12 + 8)
         sent = await self._chat_request(msgs, 0.0, max_tokens, True, _extract_chat)
         text, refusal, finish = sent.value
-        common = dict(model=sent.model, backend=self.name, prompt_tokens=sent.prompt_tokens,
+        common: dict[str, Any] = dict(model=sent.model, backend=self.name, prompt_tokens=sent.prompt_tokens,
                       completion_tokens=sent.completion_tokens, requests=sent.requests,
                       retries=sent.retries)
         if refusal:

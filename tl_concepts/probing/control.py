@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 
-def control_labels(types: Sequence[Any], y: np.ndarray, *, n_classes: int, seed: int = 0) -> np.ndarray:
+def control_labels(types: Sequence[Any] | np.ndarray, y: np.ndarray, *, n_classes: int, seed: int = 0) -> np.ndarray:
     """[n] control labels: each distinct type gets a class drawn from the empirical class
     distribution of ``y`` (fixed ``seed``); every occurrence of the type shares it."""
     y = np.asarray(y)

@@ -119,15 +119,15 @@ def _ledger_rows(ledger: Any) -> list[dict[str, Any]]:
 
 
 def _unit_usage(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    tot: dict[str, Counter] = {}
+    tot: dict[str, dict[str, float]] = {}
     for r in results:
         for role in (r.get("llm_usage") or {}).values():
             for stage, u in (role or {}).items():
                 if isinstance(u, dict):
-                    c = tot.setdefault(stage, Counter())
+                    c = tot.setdefault(stage, {})
                     for k, v in u.items():
                         if isinstance(v, (int, float)):
-                            c[k] += v
+                            c[k] = c.get(k, 0) + v
     return [{"stage": s, "requests": c.get("requests", c.get("calls", 0)), "prompt_tokens": c.get("prompt_tokens", 0),
              "completion_tokens": c.get("completion_tokens", 0)} for s, c in sorted(tot.items())]
 
@@ -492,7 +492,7 @@ def _rankings_page(env: _Env, rows: list[dict], by_id: dict[str, str]) -> str:
                                              "label": r.get("label"), "name": r.get("name") or r.get("label"),
                                              "method": r.get("method"), "anchor": _rank_anchor(r), "rows": []})
         g["rows"].append({"rank": r.get("rank"), "neuron": r.get("neuron"), "score": D.finite(r.get("score")),
-                          "file": by_id.get(unit_id(r.get("hook"), r.get("neuron")))})
+                          "file": by_id.get(unit_id(r["hook"], r["neuron"]))})  # required ranking columns
     for g in groups.values():
         g["rows"].sort(key=lambda x: x["rank"])
     return env.render("rankings.html.j2", page_title="rankings", groups=list(groups.values()))
@@ -517,7 +517,7 @@ def _descriptors_page(env: _Env, desc: Any, by_id: dict[str, str]) -> tuple[str,
                       and (hook is None or uid.startswith(hook))), None)
             units_of.setdefault(m["entry"], []).append({"neuron": m["neuron"], "excess": D.finite(m.get("excess")),
                                                         "file": f})
-    entries = []
+    entries: list[dict[str, Any]] = []
     for v in vocab:
         eid = int(v.get("id"))
         sents = v.get("sentences")
