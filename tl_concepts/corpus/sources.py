@@ -64,7 +64,7 @@ def from_texts(texts: Iterable[str], name: str = "texts") -> Corpus:
 
 def _texts_from_records(records: Iterable[dict[str, Any]], column: str, where: str) -> list[str]:
     texts = []
-    for i, rec in enumerate(records):
+    for rec in records:
         if column not in rec:
             cols = ", ".join(sorted(rec)) or "none"
             raise NotFoundError(f"{where} has no text column '{column}' (columns: {cols}); pass text_column=")

@@ -98,7 +98,7 @@ def make_windows(corpus: Corpus, tokenizer: Any, max_tokens: int) -> Windows:
     for doc, sent_ids in by_doc.items():
         pieces: list[str] = []
         char_word: list[int] = []
-        for k, si in enumerate(sent_ids):
+        for si in sent_ids:
             s = corpus.sentences[si]
             for j, word in enumerate(s.words):
                 if pieces:
