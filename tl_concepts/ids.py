@@ -24,6 +24,17 @@ def unit_id(hook: str, unit: int | str) -> str:
     return safe_id(f"{hook}.{unit}")
 
 
+def unit_file_name(uid: str, suffix: str) -> str:
+    """The file name of a unit's file (``.json`` result, ``.html`` report page): the id made safe
+    (:func:`safe_id`) plus ``suffix``.
+
+    Example:
+        >>> unit_file_name(unit_id("blocks.3.mlp.hook_post", 17), ".html")
+        'blocks.3.mlp.hook_post.17.html'
+    """
+    return safe_id(uid) + suffix
+
+
 def parse_unit_id(uid: str) -> tuple[str, int | str]:
     """Inverse of :func:`unit_id` for ids whose unit part has no dot."""
     hook, _, unit = uid.rpartition(".")

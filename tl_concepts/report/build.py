@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from tl_concepts.atomic import replacing_dir
 from tl_concepts.hooks import MLP_POST, split_hook
-from tl_concepts.ids import safe_id, unit_id
+from tl_concepts.ids import unit_file_name, unit_id
 
 from . import data as D
 from .logits import LOGIT_FILE, is_causal_lm, load_logit_effects, logit_effects
@@ -57,7 +57,7 @@ def unit_file(key: str) -> str:
     if ":" in key:
         hook, _, unit = key.rpartition(":")
         key = unit_id(hook, unit)
-    return safe_id(key) + ".html"
+    return unit_file_name(key, ".html")
 
 
 # -- token cells ----------------------------------------------------------------------------------
