@@ -6,7 +6,8 @@ import statistics
 
 import pytest
 
-from hub_data import DESCRIPTORS, NON_ASCII, PROBES, RANKINGS, descriptor_reply, hash_embed, label_file
+from tests.helpers.hub_data import DESCRIPTORS, NON_ASCII, PROBES, RANKINGS, descriptor_reply
+from tests.helpers.tiny_models import hash_embed, label_file
 
 from tl_concepts.hub import CardMeta, load, render_card, save_local, to_dataset
 from tl_concepts.hub.schemas import features, from_dataset
@@ -21,7 +22,7 @@ def meta(**kw) -> CardMeta:
 
 @pytest.fixture(scope="module")
 def store(tiny_bridge, tmp_path_factory):
-    from tiny_models import TEXTS
+    from tests.helpers.tiny_models import TEXTS
 
     from tl_concepts.capture import capture
 
@@ -97,7 +98,7 @@ def test_real_rankings_round_trip(store, labels, tmp_path):
 def test_real_descriptors_round_trip(store, tmp_path):
     import json
 
-    from tests.standins.openai_server import OpenAIStandin
+    from tests.helpers.openai_server import OpenAIStandin
     from tl_concepts.descriptors import DescriptorsConfig, run_descriptors
     from tl_concepts.llm import get_llm
     from tl_concepts.llm.ledger import Ledger

@@ -1,0 +1,1 @@
+"""Shared test code: loopback stand-in servers, tiny models, fakes and stage data."""
