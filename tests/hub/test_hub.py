@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.hub_data import OTHER_TOKEN, TOKEN, DESCRIPTORS, NON_ASCII, PROBES, RANKINGS, concept_set, explain_results
-
+from tests.helpers.hub_data import (DESCRIPTORS, NON_ASCII, OTHER_TOKEN, PROBES, RANKINGS, TOKEN, concept_set,
+                                   explain_results)
 from tl_concepts.hub import (CardError, CardMeta, EmptyDatasetError, HubAuthError, HubError, HubPermissionError,
                              SchemaError, load, load_from_hub, publish, save_local, to_dataset)
 from tl_concepts.hub.cards import parse_metadata, validate_metadata

@@ -99,9 +99,8 @@ def test_real_descriptors_round_trip(store, tmp_path):
     import json
 
     from tests.helpers.openai_server import OpenAIStandin
+    from tests.helpers.usage import standin_llm
     from tl_concepts.descriptors import DescriptorsConfig, run_descriptors
-    from tl_concepts.llm import get_llm
-    from tl_concepts.llm.ledger import Ledger
 
     gold = tmp_path / "gold.json"
     gold.write_text(json.dumps({"0": ["finance"], "1": ["weather", "animals"], "2": ["news"]}))
@@ -109,8 +108,7 @@ def test_real_descriptors_round_trip(store, tmp_path):
                             min_support=2, composition_threshold=0.3, min_lift=1.2, gold=str(gold), batch_size=8)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = descriptor_reply
-        llm = get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False, ledger=Ledger())
-        res = run_descriptors(cfg, llm=llm, embed=hash_embed, progress=False)
+        res = run_descriptors(cfg, llm=standin_llm(srv, model="standin-model"), embed=hash_embed, progress=False)
     mp = res.mapping
     assert len(mp) > 0 and set(mp["half"]) == {"calibration", "validation"}
     # the DescriptorOutput, its mapping Dataset, its rows and its out folder give the same hub dataset
