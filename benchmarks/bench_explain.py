@@ -43,7 +43,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "explain"))
 
 from tl_concepts.explain import ExplainConfig, run_explain, summary_table  # noqa: E402
 from tl_concepts.explain.simulators import AllAtOnceSimulator  # noqa: E402
@@ -83,7 +82,7 @@ def _floor_seconds(llm, prompts: list[str], batch_size: int, extra: list[int] | 
 
 def bench_simulate(args: argparse.Namespace) -> dict:
     """Simulation (or detection) of one unit's records: wall time against the floor."""
-    from explain_fakes import planted_unit
+    from tests.helpers.explain_fakes import planted_unit
 
     from tl_concepts.explain.prompts import detection_prompt, simulation_prompt
     from tl_concepts.llm import InProcessBackend
@@ -156,11 +155,11 @@ def bench_simulate(args: argparse.Namespace) -> dict:
 
 
 def bench_standin(args: argparse.Namespace) -> dict:
-    from explain_fakes import planted_unit
+    from tests.helpers.explain_fakes import planted_unit
 
     from tl_concepts.llm import Limiter, OpenAIBackend
 
-    proc = subprocess.Popen([sys.executable, "-m", "tests.standins.openai_server", "--latency", str(args.latency)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.openai_server", "--latency", str(args.latency)],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         base_url = json.loads(proc.stdout.readline())["base_url"]

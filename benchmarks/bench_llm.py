@@ -35,7 +35,7 @@ N_REQUESTS, LATENCY, CONCURRENCY = 200, 0.05, 16
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.standins.openai_server",
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.openai_server",
                              "--latency", str(latency)], cwd=ROOT, stdout=subprocess.PIPE,
                             text=True)
     assert proc.stdout is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.standins.hub_server import HubStandin
+from tests.helpers.hub_server import HubStandin
 
 pytestmark = pytest.mark.slow
 TOKEN = "hf_e2e_standin_token_0123456789abcdef"
@@ -83,7 +83,7 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_run_with_a_wrong_key_fails_fresh_and_resumed(tmp_path):
-    from tests.standins.openai_server import OpenAIStandin
+    from tests.helpers.openai_server import OpenAIStandin
 
     with OpenAIStandin(api_key="sk-right") as llm:
         base = {**os.environ, "OPENAI_BASE_URL": llm.base_url}

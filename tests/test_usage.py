@@ -2,16 +2,11 @@
 is the same after a rerun that reuses every unit (issue 11 item 5)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "explain"))
-
-from explain_fakes import RuleLLM, planted_unit  # noqa: E402
-from tl_concepts.explain.results import ExplanationResults  # noqa: E402
-from tl_concepts.explain.runner import ExplainConfig, run_explain  # noqa: E402
-from tl_concepts.llm.ledger import Ledger, MeteredLLM  # noqa: E402
-from tl_concepts.usage import explanation_unit_usage, explanations_usage, stage_usage  # noqa: E402
+from tests.helpers.explain_fakes import RuleLLM, planted_unit
+from tl_concepts.explain.results import ExplanationResults
+from tl_concepts.explain.runner import ExplainConfig, run_explain
+from tl_concepts.llm.ledger import Ledger, MeteredLLM
+from tl_concepts.usage import explanation_unit_usage, explanations_usage, stage_usage
 
 
 def test_explanations_usage_survives_a_rerun(tmp_path):

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 import tl_concepts as tlc
-from tests.explain.explain_fakes import RuleLLM
-from tiny_models import TEXTS
+from tests.helpers.explain_fakes import RuleLLM
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import ExemplarConfig
 
 HOOK = "blocks.1.mlp.hook_post"
@@ -24,13 +24,9 @@ def runs(tmp_path, monkeypatch):
 
 
 def _hooked_models(tokenizer):
-    """3.x models built from configs (empty on 4.x, which has only the Bridge)."""
-    try:
-        from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
-    except ImportError:  # 4.x: only the Bridge
-        return []
-
+    """TransformerLens 3.x models (HookedTransformer, HookedEncoder) built from configs."""
     import torch
+    from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
 
     cfg = dict(n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64, d_vocab=len(tokenizer),
                act_fn="gelu", seed=0)
@@ -66,11 +62,9 @@ def test_capture_and_explain_a_live_bridge_with_default_folders(tiny_bridge, run
     assert live[0].unit == 0
 
 
+@pytest.mark.tl3
 def test_every_tl3_model_class(tiny_bridge):
-    models = _hooked_models(tiny_bridge.tokenizer)
-    if not models:
-        pytest.skip("HookedTransformer / HookedEncoder are TransformerLens 3.x (CI runs this in its 3.9 env)")
-    for model in models:
+    for model in _hooked_models(tiny_bridge.tokenizer):
         res = tlc.explain(model, HOOK, units=[1], corpus=TEXTS, llm=RuleLLM(["digits"]), **OPTS)
         assert res[0].status in ("ok", "too_few_activating") and res[0].hook == HOOK
 

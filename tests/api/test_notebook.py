@@ -10,8 +10,8 @@ import pytest
 import nbformat  # noqa: E402  (the dev extra installs nbclient, which requires it)
 from nbclient import NotebookClient  # noqa: E402
 
-from standins.hub_server import HubStandin  # noqa: E402
-from standins.openai_server import OpenAIStandin  # noqa: E402
+from tests.helpers.hub_server import HubStandin  # noqa: E402
+from tests.helpers.openai_server import OpenAIStandin  # noqa: E402
 
 TOKEN = "hf_notebookALICEtoken0123456789"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_models import TEXTS
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import ActivationStore, capture
 from tl_concepts.errors import StaleResultError, StoreError
 

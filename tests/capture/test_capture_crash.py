@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiny_models import TEXTS
+from tests.helpers.scripts import run_python
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.atomic import folder_lock
 from tl_concepts.capture import ActivationStore, capture
 from tl_concepts.errors import FolderLockedError, StoreError
@@ -27,15 +28,12 @@ def _crash_capture(model_dir: Path, out: Path, crash_at: str) -> subprocess.Comp
     script = textwrap.dedent(f"""
         from transformer_lens.model_bridge import TransformerBridge
         from tl_concepts.capture import capture
-        from test_capture_crash import MANY, HOOK, SETTINGS
+        from tests.capture.test_capture_crash import MANY, HOOK, SETTINGS
         model = TransformerBridge.boot_transformers({str(model_dir)!r}); model.eval()
         capture(model, MANY, [HOOK], {str(out)!r}, **SETTINGS)
         print("finished without crashing")
     """)
-    env = {**os.environ, "TL_CONCEPTS_CRASH_AT": crash_at,
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent.parent),
-                                          os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    return run_python(script, crash_at=crash_at)
 
 
 def _assert_same_store(a: Path, b: Path) -> None:

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from tl_concepts import models
 from tl_concepts.capture import capture
 from tl_concepts.corpus import lee_corpus
 
@@ -17,10 +16,10 @@ def lee_slice():
     return lee_corpus().head(3)
 
 
-@pytest.mark.parametrize("name,hook,n_units", [("minilm", "blocks.3.mlp.hook_post", 1536),
-                                               ("smollm2-135m", "blocks.3.mlp.hook_post", 1536)])
-def test_embedded_capture_equals_run_with_cache(name, hook, n_units, lee_slice, tmp_path):
-    model = models.load(name)
+@pytest.mark.parametrize("name,fixture,hook,n_units", [("minilm", "minilm_tl", "blocks.3.mlp.hook_post", 1536),
+                                                       ("smollm2-135m", "smollm2_tl", "blocks.3.mlp.hook_post", 1536)])
+def test_embedded_capture_equals_run_with_cache(name, fixture, hook, n_units, lee_slice, tmp_path, request):
+    model = request.getfixturevalue(fixture)
     store = capture(model, lee_slice, [hook, "blocks.1.hook_resid_post"], tmp_path / name,
                     context_tokens=48, progress=False, model_name=name)
     assert store.d(hook) == n_units

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tiny_models import TEXTS
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import ExemplarConfig, capture, select_exemplars
 
 SPLIT_NAMES = ("train_top", "calibration_top", "test_top", "train_random", "calibration_random",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_models import TEXTS
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import CaptureConfig, ExemplarConfig, capture
 from tl_concepts.capture import runner
 from tl_concepts.errors import ConfigError, StaleResultError

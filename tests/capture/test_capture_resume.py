@@ -9,12 +9,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tiny_models import TEXTS
+from tests.helpers.scripts import child_env
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import capture
 
 HOOK = "blocks.1.mlp.hook_post"
@@ -29,11 +29,10 @@ def _run(model, out, **kw):
 def test_kill_minus_nine_then_resume(tiny_gpt2_dir, tiny_bridge, tmp_path):
     out = tmp_path / "killed"
     script = textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+        import time
         from transformer_lens.model_bridge import TransformerBridge
         import tl_concepts.capture.runner as runner
-        from test_capture_resume import MANY, HOOK
+        from tests.capture.test_capture_resume import MANY, HOOK
         model = TransformerBridge.boot_transformers({str(tiny_gpt2_dir)!r}); model.eval()
         real = runner.write_tensors
         def slow(*a, **k):
@@ -42,8 +41,8 @@ def test_kill_minus_nine_then_resume(tiny_gpt2_dir, tiny_bridge, tmp_path):
         runner.capture(model, MANY, [HOOK], {str(out)!r}, context_tokens=24, batch_size=4,
                        shard_tokens=60, progress=False)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=str(Path(__file__).parent),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=child_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.time() + 120
     n_shards = 0
     while time.time() < deadline and proc.poll() is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tiny_models import TEXTS
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import capture
 
 

@@ -5,14 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_models import TEXTS
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import capture
 
-try:
-    from transformer_lens import HookedTransformer  # noqa: F401
-except ImportError:
-    pytest.skip("HookedTransformer is not in this TransformerLens version (4.x has only "
-                "TransformerBridge)", allow_module_level=True)
+pytestmark = pytest.mark.tl3  # 4.x has only TransformerBridge: skipped there (tests/conftest.py)
 
 
 def test_hooked_transformer_capture_equals_run_with_cache(tiny_bridge, tmp_path):

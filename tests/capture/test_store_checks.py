@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tiny_models import TEXTS
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import ActivationStore, capture
 from tl_concepts.errors import InputError, StoreError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiny_models import TEXTS
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts import cli
 from tl_concepts.capture import ExemplarConfig, capture
 
@@ -22,7 +22,7 @@ def store_dir(tiny_bridge, tmp_path_factory):
 
 @pytest.fixture()
 def standin():
-    from standins.openai_server import OpenAIStandin
+    from tests.helpers.openai_server import OpenAIStandin
 
     with OpenAIStandin(api_key="sk-right-key") as srv:
         yield srv

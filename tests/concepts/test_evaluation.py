@@ -1,5 +1,5 @@
 import pytest
-from concepts_fakes import FakeLLM, category_of, words_of
+from tests.helpers.concepts_fakes import FakeLLM, category_of, words_of
 
 from tl_concepts.concepts import ConceptsConfig, discover_concepts, evaluate
 from tl_concepts.concepts.evaluation import alignment, cohen_kappa, judge_labels, label_agreement

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tl_concepts.concepts.inputs import ConceptInput, ConceptInputError, check_same_dim, from_store
-from concepts_fakes import make_input
+from tests.helpers.concepts_fakes import make_input
 
 
 def test_nan_and_inf_are_refused_with_rows():

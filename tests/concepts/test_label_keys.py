@@ -2,14 +2,11 @@
 the same labels (issue 11), and the label gate refuses echoes (issue 12)."""
 import asyncio
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
-from concepts_fakes import FakeLLM, category_of, words_of
+
+from tests.helpers.concepts_fakes import FakeLLM, category_of, flat_set, words_of
+from tests.helpers.scripts import run_python
 
 from tl_concepts.concepts import ConceptsConfig, discover_concepts, label, summary
 from tl_concepts.concepts.filters import FilterConfig
@@ -18,9 +15,6 @@ from tl_concepts.concepts.model import ConceptSet
 from tl_concepts.concepts.prompts import label_gate
 from tl_concepts.errors import LLMAuthError
 from tl_concepts.llm.base import Failure
-
-HERE = Path(__file__).resolve().parent
-
 
 @pytest.fixture
 def cs(synth, tmp_path):
@@ -32,21 +26,6 @@ def by_words(messages):
     """A label that names the words shown: what a correct label of these members would be."""
     ws = sorted(set(words_of(messages)))
     return f"group of {ws[0]} and {len(ws) - 1} others"
-
-
-def flat_set(groups: dict[int, list[tuple[int, str]]]) -> ConceptSet:
-    """A flat concept set: concept id -> [(sentence, word)] members."""
-    pts = {"word_id": [], "sentence": [], "index": [], "text": []}
-    assign = []
-    for cid, members in groups.items():
-        for s, w in members:
-            pts["word_id"].append(len(pts["text"]))
-            pts["sentence"].append(s)
-            pts["index"].append(0)
-            pts["text"].append(w)
-            assign.append(cid)
-    sentences = [f"sentence {i}" for i in range(20)]
-    return ConceptSet(pts, k=0, assignment=np.asarray(assign), sentences=sentences, layer=2)
 
 
 def test_same_node_id_with_other_members_gets_a_fresh_label(tmp_path):
@@ -199,8 +178,7 @@ def test_labelling_inside_a_running_event_loop(cs, tmp_path):
 
 CRASH_SCRIPT = """
 import json, sys
-sys.path.insert(0, {here!r})
-from concepts_fakes import FakeLLM, make_input, words_of
+from tests.helpers.concepts_fakes import FakeLLM, make_input, words_of
 from tl_concepts.concepts import ConceptsConfig, discover_concepts
 from tl_concepts.concepts.filters import FilterConfig
 from tl_concepts.concepts.labelling import LabelOptions, label_concepts
@@ -208,19 +186,13 @@ cs = discover_concepts(ConceptsConfig(k=12, filters=FilterConfig(min_count=1, ma
                        save=False, progress=False)
 llm = FakeLLM(lambda m: "label of " + " ".join(sorted(set(words_of(m)))))
 labs = label_concepts(cs, llm, sys.argv[1], LabelOptions(batch_size=3), progress=False)
-print(json.dumps({{"calls": len(llm.calls), "labels": [l.to_dict() for l in labs]}}))
+print(json.dumps({"calls": len(llm.calls), "labels": [l.to_dict() for l in labs]}))
 """
 
 
 def test_crash_mid_labels_then_rerun_equals_uninterrupted_run(tmp_path):
-    script = tmp_path / "run_labels.py"
-    script.write_text(CRASH_SCRIPT.format(here=str(HERE)))
-    env = {k: v for k, v in os.environ.items() if k != "TL_CONCEPTS_CRASH_AT"}
-
     def run(store, crash=None):
-        e = dict(env, TL_CONCEPTS_CRASH_AT=crash) if crash else env
-        return subprocess.run([sys.executable, str(script), str(store)], capture_output=True, text=True, env=e,
-                              timeout=300)
+        return run_python(CRASH_SCRIPT, str(store), crash_at=crash)
 
     crashed = run(tmp_path / "a.jsonl", "labels.batch:2")
     assert crashed.returncode == 137 and "labels.batch" in crashed.stderr

@@ -4,43 +4,23 @@ produced them (issue 11 item 5)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.standins.openai_server import OpenAIStandin, Reply  # noqa: E402
-from tl_concepts.concepts.labelling import LABEL_STAGE, LabelOptions, LabelStore, label_concepts  # noqa: E402
-from tl_concepts.concepts.model import ConceptLabel, ConceptSet  # noqa: E402
-from tl_concepts.llm import get_llm  # noqa: E402
-from tl_concepts.llm.base import LLM, ChatResult  # noqa: E402
-from tl_concepts.llm.ledger import Ledger, merge_usage  # noqa: E402
-from tl_concepts.usage import items_without_usage, labels_usage, stage_usage  # noqa: E402
+from tests.helpers.concepts_fakes import flat_set
+from tests.helpers.openai_server import OpenAIStandin, Reply
+from tests.helpers.scripts import run_python
+from tests.helpers.usage import counts
+from tests.helpers.usage import standin_llm as llm_for
+from tl_concepts.concepts.labelling import LABEL_STAGE, LabelOptions, LabelStore, label_concepts
+from tl_concepts.concepts.model import ConceptLabel
+from tl_concepts.llm.base import LLM, ChatResult
+from tl_concepts.llm.ledger import Ledger, merge_usage
+from tl_concepts.usage import items_without_usage, labels_usage, stage_usage
 
 GROUPS = {3: [(0, "December"), (1, "days"), (2, "hours")], 7: [(3, "red"), (4, "blue")],
           9: [(5, "cat"), (6, "dog"), (7, "horse"), (8, "cow")], 12: [(9, "Paris"), (10, "Rome")],
           15: [(11, "run"), (12, "walk")], 18: [(13, "happy"), (14, "sad"), (15, "angry")]}
-
-
-def flat_set(groups=GROUPS) -> ConceptSet:
-    pts = {"word_id": [], "sentence": [], "index": [], "text": []}
-    assign = []
-    for cid, members in groups.items():
-        for s, w in members:
-            pts["word_id"].append(len(pts["text"]))
-            pts["sentence"].append(s)
-            pts["index"].append(0)
-            pts["text"].append(w)
-            assign.append(cid)
-    return ConceptSet(pts, k=0, assignment=np.asarray(assign), sentences=[f"sentence {i}" for i in range(20)],
-                      layer=2)
 
 
 def prompt_tokens_of(request) -> int:
@@ -52,23 +32,13 @@ def respond(request):
     return Reply.chat("a topic", prompt_tokens=prompt_tokens_of(request), completion_tokens=3)
 
 
-def llm_for(srv, ledger, **kw):
-    kw.setdefault("cache", False)
-    return get_llm("openai:gpt-4o-mini", base_url=srv.base_url, api_key="sk-test", ledger=ledger, **kw)
-
-
-def counts(u):
-    return {k: u[k] for k in ("calls", "requests", "retries", "cache_hits", "prompt_tokens", "completion_tokens",
-                              "failures")}
-
-
 def test_rerun_reports_the_usage_that_produced_the_labels(tmp_path):
     store = tmp_path / "labels.jsonl"
     opts = LabelOptions(batch_size=4)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
         first_ledger = Ledger()
-        first = label_concepts(flat_set(), llm_for(srv, first_ledger), store, opts, progress=False)
+        first = label_concepts(flat_set(GROUPS), llm_for(srv, first_ledger), store, opts, progress=False)
         posts = srv.posts("/chat/completions")
         assert len(posts) == 6 and all(lab.accepted for lab in first)
         used = labels_usage(first)
@@ -87,7 +57,7 @@ def test_rerun_reports_the_usage_that_produced_the_labels(tmp_path):
 
         # a rerun (new process: a new ledger) makes no request, yet reports the same usage
         second_ledger = Ledger()
-        again = label_concepts(flat_set(), llm_for(srv, second_ledger), store, opts, progress=False)
+        again = label_concepts(flat_set(GROUPS), llm_for(srv, second_ledger), store, opts, progress=False)
         assert len(srv.posts("/chat/completions")) == 6
         assert second_ledger.usage()["calls"] == 0
         assert labels_usage(again) == used
@@ -101,12 +71,12 @@ def test_healed_label_counts_the_failed_attempt_too(tmp_path):
         srv.responder = respond
         srv.push(Reply.error(500, "boom"))  # the first concept's only attempt fails
         led1 = Ledger()
-        first = label_concepts(flat_set(), llm_for(srv, led1, retry=0), store, opts, progress=False)
+        first = label_concepts(flat_set(GROUPS), llm_for(srv, led1, retry=0), store, opts, progress=False)
         failed = [lab for lab in first if not lab.accepted]
         assert len(failed) == 1 and failed[0].reason == "retries_exhausted"
         assert failed[0].usage["requests"] == 1 and failed[0].usage["failures"] == {"retries_exhausted": 1}
         led2 = Ledger()
-        healed = label_concepts(flat_set(), llm_for(srv, led2, retry=0), store, opts, progress=False)
+        healed = label_concepts(flat_set(GROUPS), llm_for(srv, led2, retry=0), store, opts, progress=False)
         assert len(srv.posts("/chat/completions")) == 7 and all(lab.accepted for lab in healed)
         assert led2.usage()["requests"] == 1
         fixed = next(lab for lab in healed if lab.concept_id == failed[0].concept_id)
@@ -114,7 +84,7 @@ def test_healed_label_counts_the_failed_attempt_too(tmp_path):
         # the stage's usage is everything both invocations spent on the current labels
         assert counts(labels_usage(healed)) == counts(merge_usage(led1.usage(), led2.usage()))
         # nothing left: a third run makes no request and reports the same
-        again = label_concepts(flat_set(), llm_for(srv, Ledger(), retry=0), store, opts, progress=False)
+        again = label_concepts(flat_set(GROUPS), llm_for(srv, Ledger(), retry=0), store, opts, progress=False)
         assert len(srv.posts("/chat/completions")) == 7
         assert labels_usage(again) == labels_usage(healed)
 
@@ -124,11 +94,11 @@ def test_cache_hit_on_a_fresh_label_is_a_cache_hit(tmp_path):
     cache = tmp_path / "llm-cache"
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
-        first = label_concepts(flat_set(), llm_for(srv, Ledger(), cache=cache), tmp_path / "a.jsonl", opts,
+        first = label_concepts(flat_set(GROUPS), llm_for(srv, Ledger(), cache=cache), tmp_path / "a.jsonl", opts,
                                progress=False)
         # another label store (no stored labels) but the same answer cache: 0 requests
         led = Ledger()
-        cached = label_concepts(flat_set(), llm_for(srv, led, cache=cache), tmp_path / "b.jsonl", opts,
+        cached = label_concepts(flat_set(GROUPS), llm_for(srv, led, cache=cache), tmp_path / "b.jsonl", opts,
                                 progress=False)
         assert len(srv.posts("/chat/completions")) == 6
     assert [lab.label for lab in cached] == [lab.label for lab in first]
@@ -172,7 +142,7 @@ class FixedLLM(LLM):
 
 
 def test_bare_llm_usage_is_stored_too():
-    labs = label_concepts(flat_set(), FixedLLM(), None, progress=False)
+    labs = label_concepts(flat_set(GROUPS), FixedLLM(), None, progress=False)
     assert all(lab.usage["requests"] == 1 and lab.usage["prompt_tokens"] == 40 for lab in labs)
     u = labels_usage(labs)
     assert (u["requests"], u["prompt_tokens"], u["completion_tokens"]) == (6, 240, 12)
@@ -181,14 +151,14 @@ def test_bare_llm_usage_is_stored_too():
 
 CRASH_SCRIPT = """
 import json, sys
-sys.path[:0] = [{root!r}, {here!r}]
-from test_label_usage import flat_set
+from tests.concepts.test_label_usage import GROUPS
+from tests.helpers.concepts_fakes import flat_set
 from tl_concepts.concepts.labelling import LabelOptions, label_concepts
 from tl_concepts.llm import get_llm
 from tl_concepts.llm.ledger import Ledger
 from tl_concepts.usage import labels_usage
 llm = get_llm("openai:gpt-4o-mini", base_url={url!r}, api_key="sk-test", cache=False, ledger=Ledger())
-labs = label_concepts(flat_set(), llm, sys.argv[1], LabelOptions(batch_size=2), progress=False)
+labs = label_concepts(flat_set(GROUPS), llm, sys.argv[1], LabelOptions(batch_size=2), progress=False)
 print(json.dumps({{"usage": labels_usage(labs), "requests": llm.ledger.usage()["requests"]}}))
 """
 
@@ -196,14 +166,10 @@ print(json.dumps({{"usage": labels_usage(labs), "requests": llm.ledger.usage()["
 def test_kill_mid_labels_then_rerun_reports_the_uninterrupted_usage(tmp_path):
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
-        script = tmp_path / "run.py"
-        script.write_text(CRASH_SCRIPT.format(root=str(ROOT), here=str(Path(__file__).parent), url=srv.base_url))
-        env = {k: v for k, v in os.environ.items() if k != "TL_CONCEPTS_CRASH_AT"}
+        script = CRASH_SCRIPT.format(url=srv.base_url)
 
         def run(store, crash=None):
-            e = dict(env, TL_CONCEPTS_CRASH_AT=crash) if crash else env
-            return subprocess.run([sys.executable, str(script), str(store)], capture_output=True, text=True, env=e,
-                                  timeout=300)
+            return run_python(script, str(store), crash_at=crash)
 
         crashed = run(tmp_path / "a.jsonl", "labels.batch:2")
         assert crashed.returncode == 137, crashed.stderr[-2000:]

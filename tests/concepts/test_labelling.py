@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from concepts_fakes import FakeLLM, category_of, words_of
+from tests.helpers.concepts_fakes import FakeLLM, category_of, words_of
 
 from tl_concepts.concepts import ConceptsConfig, discover_concepts
 from tl_concepts.concepts.filters import FilterConfig

@@ -2,25 +2,15 @@
 ``openai`` client over HTTP) and the in-process embedded SmolLM2."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-from concepts_fakes import category_of
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-llm_mod = pytest.importorskip("tl_concepts.llm")
-if not hasattr(llm_mod, "get_llm"):
-    pytest.skip("tl_concepts.llm.get_llm has not landed yet", allow_module_level=True)
-
-from tests.standins.openai_server import OpenAIStandin, Reply  # noqa: E402
-from tl_concepts.concepts import ConceptsConfig, discover_concepts, evaluate, summary  # noqa: E402
-from tl_concepts.concepts.filters import FilterConfig  # noqa: E402
-from tl_concepts.concepts.labelling import LabelOptions, label_concepts  # noqa: E402
-from tl_concepts.llm.ledger import Ledger  # noqa: E402
+from tests.helpers.concepts_fakes import category_of
+from tests.helpers.openai_server import OpenAIStandin, Reply
+from tl_concepts.concepts import ConceptsConfig, discover_concepts, evaluate, summary
+from tl_concepts.concepts.filters import FilterConfig
+from tl_concepts.concepts.labelling import LabelOptions, label_concepts
+from tl_concepts.llm import get_llm
+from tl_concepts.llm.ledger import Ledger, MeteredLLM
 
 
 @pytest.fixture
@@ -52,7 +42,7 @@ def test_labelling_through_standin_openai_server(cs, tmp_path):
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
         ledger = Ledger()
-        llm = llm_mod.get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False,
+        llm = get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False,
                               ledger=ledger, retry=0)
         store = tmp_path / "labels.jsonl"
         labels = label_concepts(cs, llm, store, LabelOptions(words_as="types", n_context=1), progress=False)
@@ -65,12 +55,12 @@ def test_labelling_through_standin_openai_server(cs, tmp_path):
         sent = srv.posts("/chat/completions")[0]["json"]["messages"]
         assert sent[0]["role"] == "system" and "[[" in sent[1]["content"]
         # rerun with the same inputs: nothing left to ask
-        again = llm_mod.get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False,
+        again = get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False,
                                 ledger=ledger)
         label_concepts(cs, again, store, LabelOptions(words_as="types", n_context=1), progress=False)
         assert len(srv.posts("/chat/completions")) == 4
         # another model at the same endpoint: labels of the first one are not reused
-        other = llm_mod.get_llm("openai:other-model", base_url=srv.base_url, api_key="sk-test", cache=False,
+        other = get_llm("openai:other-model", base_url=srv.base_url, api_key="sk-test", cache=False,
                                 ledger=ledger)
         relabelled = label_concepts(cs, other, store, LabelOptions(words_as="types", n_context=1), progress=False)
         assert len(srv.posts("/chat/completions")) == 8 and len(relabelled) == 4
@@ -84,14 +74,8 @@ def test_labelling_through_standin_openai_server(cs, tmp_path):
 
 
 @pytest.mark.slow
-def test_labelling_through_in_process_smollm2(cs, tmp_path):
-    try:
-        from tl_concepts.models.embedded import smollm2_hf_dir
-
-        smollm2_hf_dir()
-    except (ModuleNotFoundError, FileNotFoundError) as e:
-        pytest.skip(f"embedded SmolLM2 unavailable: {e}")
-    llm = llm_mod.get_llm("in-process", cache=False, ledger=Ledger())
+def test_labelling_through_in_process_smollm2(cs, tmp_path, smollm2):
+    llm = MeteredLLM(smollm2, Ledger())  # what get_llm("in-process", cache=False) builds
     ids = cs.concept_ids()[:2]
     labels = label_concepts(cs, llm, tmp_path / "labels.jsonl", LabelOptions(words_as="types", max_tokens=8),
                             ids=ids, progress=False)

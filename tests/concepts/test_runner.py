@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from concepts_fakes import CATEGORIES, FakeLLM, make_input
+from tests.helpers.concepts_fakes import CATEGORIES, FakeLLM, make_input
 from sklearn.metrics import adjusted_rand_score
 
 from tl_concepts.concepts import (ConceptInput, ConceptInputError, ConceptsConfig, TooFewPointsError,

@@ -4,24 +4,18 @@ stage result carries their sum (issue 11 item 5)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.standins.openai_server import OpenAIStandin, Reply  # noqa: E402
-from tiny_models import TEXTS, hash_embed  # noqa: E402
-from tl_concepts.descriptors import Descriptors, DescriptorsConfig, generate_descriptors, run_descriptors  # noqa: E402
-from tl_concepts.descriptors.generate import DESCRIPTOR_STAGE, read_records  # noqa: E402
-from tl_concepts.llm import get_llm  # noqa: E402
-from tl_concepts.llm.ledger import Ledger, merge_usage  # noqa: E402
-from tl_concepts.usage import descriptors_usage, items_without_usage  # noqa: E402
+from tests.helpers.openai_server import OpenAIStandin, Reply
+from tests.helpers.scripts import run_descriptors_child
+from tests.helpers.tiny_models import TEXTS, hash_embed
+from tests.helpers.usage import counts
+from tests.helpers.usage import standin_llm as llm_for
+from tl_concepts.descriptors import Descriptors, DescriptorsConfig, generate_descriptors, run_descriptors
+from tl_concepts.descriptors.generate import DESCRIPTOR_STAGE, read_records
+from tl_concepts.llm.ledger import Ledger, merge_usage
+from tl_concepts.usage import descriptors_usage, items_without_usage
 
 HOOK = "blocks.1.mlp.hook_post"
 SENTENCES = {10: "The cat sat on the mat.", 11: "Markets rose 3 percent.", 12: "Rain again.",
@@ -35,16 +29,6 @@ def sentence_of(request) -> str:
 def respond(request):
     s = sentence_of(request)
     return Reply.chat(json.dumps(["news", "topic"]), prompt_tokens=100 + len(s), completion_tokens=len(s) // 5)
-
-
-def llm_for(srv, ledger, **kw):
-    kw.setdefault("cache", False)
-    return get_llm("openai:gpt-4o-mini", base_url=srv.base_url, api_key="sk-test", ledger=ledger, **kw)
-
-
-def counts(u):
-    return {k: u[k] for k in ("calls", "requests", "retries", "cache_hits", "prompt_tokens", "completion_tokens",
-                              "failures")}
 
 
 def test_rerun_reports_the_usage_that_produced_the_answers(tmp_path):
@@ -111,28 +95,13 @@ def store(tiny_bridge, tmp_path_factory):
                    progress=False)
 
 
-CRASH_SCRIPT = """
-import sys
-sys.path[:0] = [{tests!r}]
-from tiny_models import hash_embed
-from tl_concepts.descriptors import DescriptorsConfig, run_descriptors
-from tl_concepts.llm import get_llm
-from tl_concepts.llm.ledger import Ledger
-llm = get_llm("openai:gpt-4o-mini", base_url={url!r}, api_key="sk-test", cache=False, ledger=Ledger())
-run_descriptors(DescriptorsConfig(store={store!r}, hook={hook!r}, out={out!r}, top_k=3, min_support=2,
-                                  batch_size=4), llm=llm, embed=hash_embed, progress=False)
-"""
-
-
 def test_kill_mid_descriptors_then_rerun_reports_the_uninterrupted_usage(store, tmp_path):
     cfg = dict(store=str(store.path), hook=HOOK, top_k=3, min_support=2, batch_size=4)
     n_distinct = len(set(store.sentence_texts()))
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
-        script = CRASH_SCRIPT.format(tests=str(ROOT / "tests"), url=srv.base_url, store=str(store.path), hook=HOOK,
-                                     out=str(tmp_path / "crashed"))
-        env = {**os.environ, "TL_CONCEPTS_CRASH_AT": "descriptors.batch:2"}
-        p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        p = run_descriptors_child(srv.base_url, str(store.path), HOOK, str(tmp_path / "crashed"),
+                                  llm="openai:gpt-4o-mini", crash_at="descriptors.batch:2")
         assert p.returncode == 137, p.stderr[-2000:]
         assert len(srv.posts("/chat/completions")) == 8
         led = Ledger()

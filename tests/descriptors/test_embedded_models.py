@@ -4,42 +4,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tl_concepts.descriptors import MiniLMEmbedder, build_vocabulary, generate_descriptors
+from tests.helpers.openai_server import OpenAIStandin, Reply
+from tests.helpers.tiny_models import TEXTS
+from tl_concepts.descriptors import build_vocabulary, generate_descriptors
+from tl_concepts.llm.ledger import Ledger, MeteredLLM
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    try:
-        return MiniLMEmbedder()
-    except (FileNotFoundError, ModuleNotFoundError) as e:  # the embedded weights are not installed
-        pytest.skip(str(e))
-
-
-def test_minilm_embeddings_cluster_synonyms(embedder):
+def test_minilm_embeddings_cluster_synonyms(minilm_embedder):
     texts = ["stock market", "stock markets", "rainy weather", "heavy rain", "football"]
-    e = embedder(texts)
+    e = minilm_embedder(texts)
     assert e.shape == (5, 384)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
     sim = e @ e.T
     assert sim[0, 1] > 0.8 and sim[0, 1] > sim[0, 2] + 0.3
     assert sim[2, 3] > sim[2, 4]
     v = build_vocabulary([["stock market"], ["stock markets"], ["stock market", "rainy weather"],
-                          ["football"]], embedder, distance_threshold=0.3)
+                          ["football"]], minilm_embedder, distance_threshold=0.3)
     assert v.cluster_of["stock market"] == v.cluster_of["stock markets"]
     assert v.names[v.cluster_of["stock markets"]] == "stock market"
     assert len({v.cluster_of[t] for t in ("stock market", "rainy weather", "football")}) == 3
 
 
-def test_in_process_smollm_answers_are_records():
-    from tl_concepts.llm import get_llm
-    from tl_concepts.llm.ledger import Ledger
-
-    try:
-        llm = get_llm("in-process", cache=False, ledger=Ledger())
-    except Exception as e:  # noqa: BLE001 - weights missing on this machine
-        pytest.skip(f"in-process backend unavailable: {e}")
+def test_in_process_smollm_answers_are_records(smollm2):
+    llm = MeteredLLM(smollm2, Ledger())  # what get_llm("in-process", cache=False) builds
     recs = generate_descriptors({0: "Heavy rain flooded the streets of Sydney on Monday."}, llm, progress=False)
     r = recs[0]
     assert r.backend == "in-process" and r.template_version == "v2"
@@ -50,16 +39,10 @@ def test_in_process_smollm_answers_are_records():
         assert r.descriptors == [] and r.raw is not None
 
 
-def test_cli_descriptors_with_minilm(tiny_bridge, tmp_path, capsys, embedder, monkeypatch):
+def test_cli_descriptors_with_minilm(tiny_bridge, tmp_path, capsys, monkeypatch):
+    """The CLI loads the embedded MiniLM itself (its default embedder)."""
     import json
-    import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from tests.standins.openai_server import OpenAIStandin, Reply
-    from tiny_models import TEXTS
     from tl_concepts.capture import capture
     from tl_concepts.cli import main
 
@@ -83,19 +66,16 @@ def test_cli_descriptors_with_minilm(tiny_bridge, tmp_path, capsys, embedder, mo
     assert (tmp_path / "d" / "mapping.parquet").exists()
 
 
-def test_small_preset_with_the_embedded_models(tiny_bridge, tmp_path, embedder):
+def test_small_preset_with_the_embedded_models(tiny_bridge, tmp_path, smollm2, minilm_embedder):
     """The main job's settings, end to end on SmolLM2 + MiniLM: a typed result, never a crash."""
-    from tiny_models import TEXTS
     from tl_concepts.capture import capture
     from tl_concepts.descriptors import MAPPING_COLUMNS, Descriptors, DescriptorsConfig, run_descriptors
-    from tl_concepts.llm import get_llm
-    from tl_concepts.llm.ledger import Ledger
 
     store = capture(tiny_bridge, TEXTS * 4, ["blocks.0.mlp.hook_post"], tmp_path / "run", context_tokens=32,
                     progress=False)
-    llm = get_llm("in-process", cache=False, ledger=Ledger())
+    llm = MeteredLLM(smollm2, Ledger())
     cfg = DescriptorsConfig.small(str(store.path), "blocks.0.mlp.hook_post", str(tmp_path / "d"))
-    res = run_descriptors(cfg, llm=llm, embed=embedder, progress=False)
+    res = run_descriptors(cfg, llm=llm, embed=minilm_embedder, progress=False)
     n = min(32, len(store.sentence_texts()))
     assert res.metrics["sentences"] == n == len(res.sentences)
     assert set(res.sentences["status"]) <= {"ok", "unparseable", "refusal", "truncated"}

@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.standins.openai_server import OpenAIStandin, Reply  # noqa: E402
-from tiny_models import TEXTS, hash_embed  # noqa: E402
-from tl_concepts.descriptors import (MAPPING_COLUMNS, CorpusTooSmallError, Descriptors,  # noqa: E402
-                                     DescriptorsConfig, generate_descriptors, read_records, run_descriptors,
-                                     summary_table)
-from tl_concepts.errors import StoreError, ConfigError, InputError, LLMError  # noqa: E402
-from tl_concepts.llm import get_llm  # noqa: E402
-from tl_concepts.llm.ledger import Ledger  # noqa: E402
+from tests.helpers.hub_data import descriptor_reply
+from tests.helpers.openai_server import OpenAIStandin, Reply
+from tests.helpers.scripts import run_descriptors_child
+from tests.helpers.tiny_models import TEXTS, hash_embed
+from tests.helpers.usage import standin_llm
+from tl_concepts.descriptors import (MAPPING_COLUMNS, CorpusTooSmallError, Descriptors, DescriptorsConfig,
+                                     generate_descriptors, read_records, run_descriptors, summary_table)
+from tl_concepts.errors import ConfigError, InputError, LLMError, StoreError
+from tl_concepts.llm import get_llm
+from tl_concepts.llm.ledger import Ledger
 
 HOOK = "blocks.1.mlp.hook_post"
-TOPICS = {"cat": "animals", "dog": "animals", "market": "finance", "bank": "finance", "fire": "disaster",
-          "minister": "politics", "rain": "weather", "sunny": "weather"}
 
 
 def sentence_of(request) -> str:
@@ -35,15 +27,13 @@ def sentence_of(request) -> str:
 
 
 def respond(request):
-    s = sentence_of(request).lower()
-    if "12 dogs" in s:
+    if "12 dogs" in sentence_of(request).lower():
         return Reply.chat("These dogs are running to the park on a Tuesday afternoon")  # unparseable
-    tags = sorted({t for k, t in TOPICS.items() if k in s}) or ["other"]
-    return Reply.chat(json.dumps(tags + ["news"]))
+    return descriptor_reply(request)
 
 
 def llm_for(srv, model="standin-model", **kw):
-    return get_llm(f"openai:{model}", base_url=srv.base_url, api_key="sk-test", cache=False, ledger=Ledger(), **kw)
+    return standin_llm(srv, model=model, **kw)
 
 
 SENTENCES = {10: "The cat sat on the mat.", 11: "On Tuesday 12 dogs ran to the park.",
@@ -269,30 +259,14 @@ def test_bad_input_fails_before_any_request(store, tmp_path):
     assert issubclass(CorpusTooSmallError, InputError)
 
 
-CRASH_SCRIPT = """
-import sys
-sys.path[:0] = [{tests!r}]
-from tiny_models import hash_embed
-from tl_concepts.descriptors import DescriptorsConfig, run_descriptors
-from tl_concepts.llm import get_llm
-from tl_concepts.llm.ledger import Ledger
-llm = get_llm("openai:standin-model", base_url={url!r}, api_key="sk-test", cache=False, ledger=Ledger())
-run_descriptors(DescriptorsConfig(store={store!r}, hook={hook!r}, out={out!r}, top_k=3, min_support=2,
-                                  batch_size=4), llm=llm, embed=hash_embed, progress=False)
-print("finished")
-"""
-
-
 def test_kill_mid_descriptors_then_rerun_equals_an_uninterrupted_run(store, tmp_path):
     n_sent = distinct(store)
     assert n_sent > 8  # at least three batches of 4
     cfg = dict(store=str(store.path), hook=HOOK, top_k=3, min_support=2, batch_size=4)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
-        script = CRASH_SCRIPT.format(tests=str(ROOT / "tests"), url=srv.base_url, store=str(store.path), hook=HOOK,
-                                     out=str(tmp_path / "crashed"))
-        env = {**os.environ, "TL_CONCEPTS_CRASH_AT": "descriptors.batch:2"}
-        p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        p = run_descriptors_child(srv.base_url, str(store.path), HOOK, str(tmp_path / "crashed"),
+                                  llm="openai:standin-model", crash_at="descriptors.batch:2")
         assert p.returncode == 137, p.stderr[-2000:]
         assert "finished" not in p.stdout and "descriptors.batch" in p.stderr
         assert len(srv.posts("/chat/completions")) == 8  # two batches asked, both saved

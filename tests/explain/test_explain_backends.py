@@ -5,28 +5,12 @@ import math
 
 import pytest
 
-from explain_fakes import planted_unit
+from tests.helpers import openai_server as standin
+from tests.helpers.explain_fakes import planted_unit
 from tl_concepts.explain.prompts import simulation_prompt
 from tl_concepts.explain.runner import ExplainConfig, run_explain, summary_table
 from tl_concepts.explain.simulators import AllAtOnceSimulator
-
-openai_backend = pytest.importorskip("tl_concepts.llm.openai_backend",
-                                     reason="the OpenAI backend of tl_concepts.llm is not there yet")
-
-
-def _import_standin():
-    import importlib
-
-    for name in ("tests.standins.openai_server", "standins.openai_server"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    pytest.skip("the OpenAI stand-in server (tests/standins/openai_server.py) is not there yet",
-                allow_module_level=True)
-
-
-standin = _import_standin()
+from tl_concepts.llm import openai_backend
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from explain_fakes import CLASSES, RuleLLM, planted_unit
+from tests.helpers.explain_fakes import CLASSES, RuleLLM, planted_unit
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
 from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import LLMExplainer, TokenLookupExplainer, best_of_n

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from tests.standins.openai_server import OpenAIStandin, Reply
+from tests.helpers.openai_server import OpenAIStandin, Reply
 from tl_concepts.explain.runner import ExplainConfig, explain_unit
 from tl_concepts.explain.simulators import AllAtOnceSimulator
 from tl_concepts.llm.openai_backend import OpenAIBackend
 
-from explain_fakes import WEEKDAYS, planted_unit
+from tests.helpers.explain_fakes import WEEKDAYS, planted_unit
 
 
 def _respond(request):

@@ -4,28 +4,12 @@ import math
 
 import pytest
 
-from explain_fakes import planted_unit
+from tests.helpers.explain_fakes import planted_unit
 from tl_concepts.explain.prompts import simulation_prompt
 from tl_concepts.explain.runner import ExplainConfig, run_explain
 from tl_concepts.explain.simulators import AllAtOnceSimulator, disjoint_candidates
 
 pytestmark = pytest.mark.slow
-
-inprocess = pytest.importorskip("tl_concepts.llm.inprocess",
-                                reason="the in-process backend of tl_concepts.llm is not there yet")
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    try:
-        from tl_concepts.models.embedded import smollm2_hf_dir
-
-        path = smollm2_hf_dir()
-    except (ModuleNotFoundError, FileNotFoundError) as e:
-        pytest.skip(f"embedded SmolLM2 not available: {e}")
-    llm = inprocess.InProcessBackend(path)
-    llm.hf_model  # load once for the session
-    return llm
 
 
 def test_simulation_matches_direct_logits_and_batches_records(smollm2):
@@ -68,7 +52,7 @@ def test_explainer_and_runner_on_inprocess(smollm2, tmp_path):
     r = res[0].raw
     assert r["status"] == "ok", r
     e = r["llm"]["explanation"]
-    assert e["model"] == "smollm2-135m-instruct-q4_1" and e["text"] and e["raw"]
+    assert e["model"] == smollm2.model == "SmolLM2-135M-Instruct" and e["text"] and e["raw"]
     assert r["llm"]["simulation_method"] == ["logits"]
     assert r["llm"]["scores"]["all"]["n_tokens"] == 8 * (len(unit.test_top) + len(unit.test_random))
     assert r["llm_usage"]["explainer"]["simulate"]["failures"] == 0

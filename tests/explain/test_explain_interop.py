@@ -18,7 +18,7 @@ from tl_concepts.explain.interop import (
 )
 from tl_concepts.explain.runner import ExplainConfig, explain_unit
 
-from explain_fakes import RuleLLM, planted_unit
+from tests.helpers.explain_fakes import RuleLLM, planted_unit
 
 
 def _ar(tokens, acts):

@@ -13,7 +13,7 @@ from tl_concepts.explain.explainers import LLMExplainer, TokenLookupExplainer
 from tl_concepts.explain.prompts import display_max, explanation_messages, normalize_activations
 from tl_concepts.explain.scoring import SimulationScores, score
 
-from explain_fakes import RuleLLM, planted_unit
+from tests.helpers.explain_fakes import RuleLLM, planted_unit
 
 
 def test_display_scale_is_floor_of_relu_over_max_like_neuron_explainer():

@@ -9,7 +9,7 @@ from tl_concepts.explain.explainers import LLMExplainer, revise
 from tl_concepts.explain.prompts import REVISE_TEMPLATE, display_max, format_record
 from tl_concepts.explain.simulators import AllAtOnceSimulator
 
-from explain_fakes import RuleLLM, planted_unit
+from tests.helpers.explain_fakes import RuleLLM, planted_unit
 
 
 class Recording(RuleLLM):

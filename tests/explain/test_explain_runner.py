@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from explain_fakes import RuleLLM, planted_unit
+from tests.helpers.explain_fakes import RuleLLM, planted_unit
+from tests.helpers.scripts import run_python
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
 from tl_concepts.explain.runner import ExplainConfig, run_explain, summary_table
 
@@ -214,29 +215,21 @@ def test_fatal_llm_error_stops_the_run_and_records_no_unit(tmp_path):
 
 
 def test_kill_mid_explain_then_rerun_equals_uninterrupted(tmp_path):
-    import os
-    import subprocess
-    import sys
     import textwrap
 
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys
-        sys.path[:0] = [{str(tmp_path.parent)!r}]
-        from tests.explain.explain_fakes import RuleLLM, planted_unit
+        from tests.helpers.explain_fakes import RuleLLM, planted_unit
         from tl_concepts.explain.runner import ExplainConfig, run_explain
         units = [planted_unit("weekday", unit=i, seed=i) for i in range(3)]
         cfg = ExplainConfig(out_dir=sys.argv[1], n_bootstrap=30, progress=False, max_units_in_flight=1)
         run_explain(units, RuleLLM(), cfg)
     """)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "PYTHONPATH": root, "TL_CONCEPTS_CRASH_AT": "explain.unit:2"}
-    p = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x")], env=env, capture_output=True, text=True)
+    p = run_python(script, str(tmp_path / "x"), crash_at="explain.unit:2")
     assert p.returncode == 137, p.stderr[-2000:]
     assert len(list((tmp_path / "x" / "units").glob("*.json"))) == 2
-    env.pop("TL_CONCEPTS_CRASH_AT")
     for out in ("x", "y"):
-        p = subprocess.run([sys.executable, "-c", script, str(tmp_path / out)], env=env, capture_output=True,
-                           text=True)
+        p = run_python(script, str(tmp_path / out))
         assert p.returncode == 0, p.stderr[-2000:]
 
     def strip(d):

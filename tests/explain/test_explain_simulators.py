@@ -3,7 +3,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from explain_fakes import RuleLLM, planted_unit
+from tests.helpers.explain_fakes import RuleLLM, planted_unit
 from tl_concepts.explain.calibration import CalibratedSimulator
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.simulators import (

@@ -3,8 +3,8 @@ dimensions and a direction."""
 import numpy as np
 import pytest
 
-from explain_fakes import RuleLLM
-from tiny_models import TEXTS
+from tests.helpers.explain_fakes import RuleLLM
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import ActivationStore, ExemplarConfig, capture
 from tl_concepts.explain.runner import ExplainConfig, explain_store, summary_table
 from tl_concepts.explain.units import records_for_direction

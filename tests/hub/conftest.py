@@ -9,18 +9,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-for p in (ROOT, ROOT / "tests" / "explain", ROOT / "tests" / "concepts"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from tests.helpers.hub_data import OTHER_TOKEN, TOKEN
+from tests.helpers.hub_server import HubStandin
 
-from tests.standins.hub_server import HubStandin  # noqa: E402
-
-from hub_data import OTHER_TOKEN, TOKEN  # noqa: E402
 CONSTANT_MODULES = ("huggingface_hub.constants", "datasets.config")
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hub_data import TOKEN
+from tests.helpers.hub_data import TOKEN
 
 from tl_concepts.hub import CardMeta, load, meta_from_manifest, publish_all, repo_urls, save_local
 from tl_concepts.hub.cards import card_body, model_identity, parse_metadata, validate_metadata
@@ -30,8 +30,8 @@ VERDICTS = [{"beats_chance": True, "beats_baseline": True, "label": "beats basel
 
 @pytest.fixture(scope="module")
 def stages(tiny_bridge, tmp_path_factory):
-    from explain_fakes import RuleLLM
-    from tiny_models import TEXTS, label_file
+    from tests.helpers.explain_fakes import RuleLLM
+    from tests.helpers.tiny_models import TEXTS, label_file
 
     from tl_concepts.capture import capture
     from tl_concepts.concepts import ConceptsConfig, discover_concepts
@@ -149,7 +149,7 @@ def test_publish_all_returns_repo_urls(hub, stages):
 
 
 def test_descriptors_card_names_only_its_hook():
-    from hub_data import DESCRIPTORS
+    from tests.helpers.hub_data import DESCRIPTORS
 
     from tl_concepts.hub import render_card, to_dataset
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hub_data import OTHER_TOKEN, TOKEN, DESCRIPTORS, NON_ASCII, PROBES, RANKINGS, concept_set, explain_results
-
+from tests.helpers.hub_data import (DESCRIPTORS, NON_ASCII, OTHER_TOKEN, PROBES, RANKINGS, TOKEN, concept_set,
+                                   explain_results)
 from tl_concepts.hub import (CardError, CardMeta, EmptyDatasetError, HubAuthError, HubError, HubPermissionError,
                              SchemaError, load, load_from_hub, publish, save_local, to_dataset)
 from tl_concepts.hub.cards import parse_metadata, validate_metadata
@@ -260,8 +260,6 @@ def test_save_local_and_load(hub, data, tmp_path):
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif("tl_concepts.cards" not in (ROOT / "setup.py").read_text() if (ROOT / "setup.py").exists()
-                    else True, reason="packaging does not map cards/ into the wheel yet (see docs/hub.md)")
 def test_installed_wheel_renders_a_card(tmp_path):
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),

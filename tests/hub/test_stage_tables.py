@@ -6,7 +6,8 @@ import statistics
 
 import pytest
 
-from hub_data import DESCRIPTORS, NON_ASCII, PROBES, RANKINGS, descriptor_reply, hash_embed, label_file
+from tests.helpers.hub_data import DESCRIPTORS, NON_ASCII, PROBES, RANKINGS, descriptor_reply
+from tests.helpers.tiny_models import hash_embed, label_file
 
 from tl_concepts.hub import CardMeta, load, render_card, save_local, to_dataset
 from tl_concepts.hub.schemas import features, from_dataset
@@ -21,7 +22,7 @@ def meta(**kw) -> CardMeta:
 
 @pytest.fixture(scope="module")
 def store(tiny_bridge, tmp_path_factory):
-    from tiny_models import TEXTS
+    from tests.helpers.tiny_models import TEXTS
 
     from tl_concepts.capture import capture
 
@@ -97,10 +98,9 @@ def test_real_rankings_round_trip(store, labels, tmp_path):
 def test_real_descriptors_round_trip(store, tmp_path):
     import json
 
-    from tests.standins.openai_server import OpenAIStandin
+    from tests.helpers.openai_server import OpenAIStandin
+    from tests.helpers.usage import standin_llm
     from tl_concepts.descriptors import DescriptorsConfig, run_descriptors
-    from tl_concepts.llm import get_llm
-    from tl_concepts.llm.ledger import Ledger
 
     gold = tmp_path / "gold.json"
     gold.write_text(json.dumps({"0": ["finance"], "1": ["weather", "animals"], "2": ["news"]}))
@@ -108,8 +108,7 @@ def test_real_descriptors_round_trip(store, tmp_path):
                             min_support=2, composition_threshold=0.3, min_lift=1.2, gold=str(gold), batch_size=8)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = descriptor_reply
-        llm = get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False, ledger=Ledger())
-        res = run_descriptors(cfg, llm=llm, embed=hash_embed, progress=False)
+        res = run_descriptors(cfg, llm=standin_llm(srv, model="standin-model"), embed=hash_embed, progress=False)
     mp = res.mapping
     assert len(mp) > 0 and set(mp["half"]) == {"calibration", "validation"}
     # the DescriptorOutput, its mapping Dataset, its rows and its out folder give the same hub dataset

@@ -1,39 +1,13 @@
-"""Fixtures of the LLM-layer tests: the stand-in OpenAI server and tiny causal LMs."""
+"""Fixtures of the LLM-layer tests (the models are in tests/conftest.py)."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # so `tests.standins` imports however pytest is started
-    sys.path.insert(0, str(ROOT))
-
-from tests.llm.tiny_models import make_tiny_tokenizer  # noqa: E402
-from tests.standins.openai_server import OpenAIStandin  # noqa: E402
+from tests.helpers.openai_server import OpenAIStandin
 
 
 @pytest.fixture
 def standin():
+    """The stand-in OpenAI-compatible server (no API key required)."""
     with OpenAIStandin() as srv:
         yield srv
-
-
-@pytest.fixture(scope="session")
-def tiny_tok():
-    return make_tiny_tokenizer()
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    """The embedded SmolLM2 backend (skipped when the embedded package is missing)."""
-    from tl_concepts.llm import InProcessBackend
-
-    try:
-        from tl_concepts.models.embedded import smollm2_hf_dir
-
-        smollm2_hf_dir()
-    except (ModuleNotFoundError, FileNotFoundError) as e:
-        pytest.skip(f"embedded SmolLM2 unavailable: {e}")
-    return InProcessBackend()

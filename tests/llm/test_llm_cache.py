@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from tests.standins.openai_server import Reply
+from tests.helpers.openai_server import Reply
 from tl_concepts.llm import (
     CachedLLM,
     LLMCache,

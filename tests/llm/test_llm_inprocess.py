@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from tests.llm.tiny_models import make_tiny_model, make_tiny_tokenizer
+from tests.helpers.tiny_models import make_tiny_model, make_tiny_tokenizer
 from tl_concepts.llm import InProcessBackend, Message, PositionError
 
 PROMPT = "Activations:\ncat\t3\ndog\t5\nthe park\t7\n"
@@ -181,13 +181,13 @@ def test_cache_identity_tracks_the_weights(tiny_tok):
     assert id1 == id1b and id1["weights"] != id2["weights"]
 
 
-def test_local_folder_backend(tiny_tok, tmp_path):
-    model = make_tiny_model(tiny_tok)
-    model.save_pretrained(tmp_path / "tiny")
-    tiny_tok.save_pretrained(tmp_path / "tiny")
-    b = InProcessBackend(tmp_path / "tiny")
+def test_local_folder_backend(tiny_tok, tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    b = InProcessBackend(tiny_llama_dir)
     ident = b.cache_identity()  # computed without loading the model
-    assert b._model_obj is None and ident["model"] == "tiny"
+    assert b._model_obj is None and ident["model"] == "tiny-llama"
     d = b.next_token_distributions(PROMPT, [len(PROMPT)], ["3", "5"])
     assert d.probs[0]["3"] == pytest.approx(reference(model, tiny_tok, PROMPT, len(PROMPT),
                                                       "3"), rel=1e-4)

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 import tl_concepts.llm as llm_pkg
-from tests.standins.openai_server import Reply
+from tests.helpers.openai_server import Reply
 from tl_concepts.llm import (
     LLM,
     CachedLLM,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.standins.openai_server import Reply, toy_logprobs
+from tests.helpers.openai_server import Reply, toy_logprobs
 from tl_concepts.errors import LLMAuthError, LLMError, LLMUnavailableError
 from tl_concepts.llm import (
     Limiter,
@@ -514,7 +514,7 @@ def test_standin_out_of_process_outage_and_truncation_controls():
     import sys
     import urllib.request
 
-    proc = subprocess.Popen([sys.executable, "-m", "tests.standins.openai_server",
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.openai_server",
                              "--fail-first", "2", "--fail-status", "503", "--truncate",
                              "--chat-text", "one two three"],
                             stdout=subprocess.PIPE, text=True)

@@ -1,12 +1,10 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tiny_models import TEXTS, label_file
+from tests.helpers.scripts import run_python
+from tests.helpers.tiny_models import TEXTS, label_file
 from tl_concepts.errors import StoreError, ConfigError, InputError
 from tl_concepts.probing import (PROBE_COLUMNS, RANKING_COLUMNS, ProbeOptions, ProbeResults, ProbingInputError,
                                  Rankings)
@@ -17,7 +15,6 @@ from tl_concepts.probing.runner import (ProbeConfig, RankConfig, default_out, pr
 
 HOOK = "blocks.1.hook_resid_post"
 MLP = "blocks.1.mlp.hook_post"
-TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +126,7 @@ def test_rank_saves_each_ranking_and_resumes_after_a_kill(store, tmp_path, monke
     src = label_file(store, tmp_path / "labels.tsv")
     cfg = dict(store=str(store.path), hook=MLP, labels=src, min_size=5, top_n=4, methods=("probeless", "probe_weights"))
     script = CRASH_SCRIPT.format(store=str(store.path), hook=MLP, labels=src, out=str(tmp_path / "crashed"))
-    env = {**os.environ, "TL_CONCEPTS_CRASH_AT": "rank.ranking:3"}
-    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    p = run_python(script, crash_at="rank.ranking:3")
     assert p.returncode == 137, p.stderr[-2000:]
     assert "finished" not in p.stdout
     assert len(list((tmp_path / "crashed" / "rankings.parts").glob("*.json"))) == 3

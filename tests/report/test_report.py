@@ -7,21 +7,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-for p in (ROOT / "tests" / "hub", ROOT / "tests" / "explain"):
-    sys.path.insert(0, str(p))
-from hub_data import DESCRIPTORS, NON_ASCII, concept_set, explain_results  # noqa: E402
-
-from tl_concepts.hub import to_dataset  # noqa: E402
-from tl_concepts.ids import unit_id  # noqa: E402
-from tl_concepts.report import build_report, logit_effects, save_logit_effects, unit_file  # noqa: E402
+from tests.helpers.hub_data import DESCRIPTORS, NON_ASCII, concept_set, explain_results
+from tl_concepts.hub import to_dataset
+from tl_concepts.ids import unit_id
+from tl_concepts.report import build_report, logit_effects, save_logit_effects, unit_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (apt-get install -y chromium)")
@@ -46,8 +41,8 @@ VERDICT = {"beats_chance": True, "beats_baseline": False,
 @pytest.fixture(scope="module")
 def run_dir(tiny_bridge, tmp_path_factory):
     """A run folder the way ``tl-concepts run`` lays it out, from the real stages on a tiny GPT-2."""
-    from explain_fakes import RuleLLM
-    from tiny_models import TEXTS, label_file
+    from tests.helpers.explain_fakes import RuleLLM
+    from tests.helpers.tiny_models import TEXTS, label_file
 
     from tl_concepts.capture import capture
     from tl_concepts.concepts import ConceptsConfig, discover_concepts

@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-from tests.llm.tiny_models import make_tiny_model, make_tiny_tokenizer
 from tl_concepts.errors import ConfigError, LLMError
 from tl_concepts.executor import LLMSpec, map_items
 
@@ -49,15 +48,6 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    tok = make_tiny_tokenizer()
-    folder = tmp_path_factory.mktemp("models") / "tiny-llama"
-    make_tiny_model(tok).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def test_local_map_keeps_order_and_builds_context_once():
     calls = []
 
@@ -89,8 +79,8 @@ def test_ray_equals_local_in_input_order(ray_cluster):
     assert os.getpid() not in pids and 1 <= len(pids) <= 2  # ran in the Ray workers
 
 
-def test_ray_workers_build_their_own_llm_from_a_spec(ray_cluster, tiny_folder):
-    spec = LLMSpec(f"in-process:{tiny_folder}", {"batch_window_s": 0.0})
+def test_ray_workers_build_their_own_llm_from_a_spec(ray_cluster, tiny_llama_dir):
+    spec = LLMSpec(f"in-process:{tiny_llama_dir}", {"batch_window_s": 0.0})
     local = map_items(next_token, PROMPTS, setup=spec.build)
     remote = map_items(next_token, PROMPTS, setup=spec.build, executor="ray", num_workers=2)
     assert [r["model"] for r in remote] == ["tiny-llama"] * len(PROMPTS)

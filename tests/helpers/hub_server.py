@@ -16,7 +16,7 @@ work as on the Hub. Tokens: ``Authorization: Bearer <token>`` must name a known 
 The clients read ``HF_ENDPOINT`` and ``HF_HUB_DISABLE_XET`` when they are imported, so set
 them (and a fresh ``HF_HOME``) before importing ``huggingface_hub`` / ``datasets``::
 
-    from tests.standins.hub_server import HubStandin
+    from tests.helpers.hub_server import HubStandin
 
     with HubStandin(tokens={"hf_test": "alice"}) as hub:
         os.environ.update(hub.env(home=tmp_path / "hf-home"))

@@ -6,7 +6,7 @@ delays, 429 with ``Retry-After``, 5xx, malformed bodies. Every request is logged
 
 Use it from pytest::
 
-    from tests.standins.openai_server import OpenAIStandin, Reply
+    from tests.helpers.openai_server import OpenAIStandin, Reply
 
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.push(Reply.error(429, headers={"Retry-After": "0"}))   # first request: 429
@@ -17,7 +17,7 @@ Use it from pytest::
 
 or in another process (so its threads do not share the client's GIL)::
 
-    python -m tests.standins.openai_server --latency 0.05     # prints {"base_url": ...}
+    python -m tests.helpers.openai_server --latency 0.05     # prints {"base_url": ...}
     curl $BASE/_standin/stats                                 # {"requests": N, ...}
 
 When the script queue is empty the server answers from a toy deterministic "model":

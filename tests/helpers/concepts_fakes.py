@@ -1,13 +1,13 @@
-"""Helpers for the concept tests: synthetic word representations and a fake LLM."""
+"""Helpers for the concept tests: synthetic word representations, flat concept sets and a fake LLM."""
 from __future__ import annotations
 
 import asyncio
 from typing import Callable, Sequence
 
 import numpy as np
-import pytest
 
 from tl_concepts.concepts.inputs import ConceptInput
+from tl_concepts.concepts.model import ConceptSet
 from tl_concepts.llm.base import LLM, ChatResult, Distributions, Failure, Message
 
 CATEGORIES = {
@@ -40,6 +40,21 @@ def make_input(n_per_type: int = 12, dim: int = 16, noise: float = 0.3, seed: in
                 cols["ner"].append("GPE" if cat == "city" else "")
                 reps.append(centres[cat] + offset + rng.normal(scale=noise, size=dim))
     return ConceptInput(np.asarray(reps, dtype=np.float32), cols, sentences, layer=3, hook="blocks.3.hook_resid_post")
+
+
+def flat_set(groups: dict[int, list[tuple[int, str]]]) -> ConceptSet:
+    """A flat concept set (layer 2, 20 sentences): concept id -> [(sentence, word)] members."""
+    pts: dict[str, list] = {"word_id": [], "sentence": [], "index": [], "text": []}
+    assign = []
+    for cid, members in groups.items():
+        for s, w in members:
+            pts["word_id"].append(len(pts["text"]))
+            pts["sentence"].append(s)
+            pts["index"].append(0)
+            pts["text"].append(w)
+            assign.append(cid)
+    sentences = [f"sentence {i}" for i in range(20)]
+    return ConceptSet(pts, k=0, assignment=np.asarray(assign), sentences=sentences, layer=2)
 
 
 class FakeLLM(LLM):
@@ -82,9 +97,3 @@ def category_of(words: Sequence[str]) -> str:
         if all(w in ws for w in words):
             return cat
     return "mixed"
-
-
-@pytest.fixture
-def synth() -> ConceptInput:
-    """The default synthetic input (import this name into a test module to use it)."""
-    return make_input()

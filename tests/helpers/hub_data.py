@@ -2,21 +2,16 @@
 (rule-following LLM) and a labelled ConceptSet from Ward clustering of synthetic words."""
 from __future__ import annotations
 
-import sys
+import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-for p in (ROOT / "tests" / "explain", ROOT / "tests" / "concepts"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from concepts_fakes import make_input  # noqa: E402
-from explain_fakes import RuleLLM, planted_unit  # noqa: E402
-
-from tl_concepts.concepts import ConceptsConfig, discover_concepts  # noqa: E402
-from tl_concepts.concepts.filters import FilterConfig  # noqa: E402
-from tl_concepts.concepts.model import ConceptLabel  # noqa: E402
-from tl_concepts.explain.runner import ExplainConfig, run_explain  # noqa: E402
+from tests.helpers.concepts_fakes import make_input
+from tests.helpers.explain_fakes import RuleLLM, planted_unit
+from tests.helpers.openai_server import Reply
+from tl_concepts.concepts import ConceptsConfig, discover_concepts
+from tl_concepts.concepts.filters import FilterConfig
+from tl_concepts.concepts.model import ConceptLabel
+from tl_concepts.explain.runner import ExplainConfig, run_explain
 
 TOKEN = "hf_standinALICEtoken0123456789"
 """Write token of the stand-in Hub's user ``alice``."""
@@ -79,18 +74,12 @@ DESCRIPTORS = [
 
 
 # -- real producers on a tiny capture (tiny_bridge) --------------------------------------------
-from tiny_models import hash_embed, label_file  # noqa: E402,F401  (shared with tests/probing, tests/descriptors)
-
 TOPICS = {"cat": "animals", "dog": "animals", "market": "finance", "bank": "finance", "fire": "disaster",
           "minister": "politics", "rain": "weather", "sunny": "weather"}
 
 
 def descriptor_reply(request):
     """Stand-in OpenAI answer of the descriptor prompt: topic words found in the sentence + ``news``."""
-    import json
-
-    from tests.standins.openai_server import Reply
-
     s = json.loads(request["json"]["messages"][-1]["content"].split("Sentence: ", 1)[1]).lower()
     tags = sorted({t for k, t in TOPICS.items() if k in s}) or ["other"]
     return Reply.chat(json.dumps(tags + ["news"]))

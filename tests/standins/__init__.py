@@ -1,1 +1,0 @@
-"""Loopback stand-ins for external services, shared by the test folders."""
