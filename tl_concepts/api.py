@@ -115,10 +115,9 @@ def capture(model: Any, corpus: Any = "lee", hooks: Sequence[str] | str = (), ou
     overwrite = options.pop("overwrite", None)
     if out is None:
         keyed = {k: v for k, v in options.items() if k not in _PLACEMENT}
-        out = _default_out("capture", _model_name(model), corp.fingerprint() if hasattr(corp, "fingerprint")
-                           else [d.text for d in corp.docs], hooks, keyed)
+        out = _default_out("capture", _model_name(model), corp.fingerprint(), hooks, keyed)
         overwrite = True if overwrite is None else overwrite  # our own folder: recompute on any change
-    return _capture(model, corp, hooks, out, overwrite=bool(overwrite), progress=progress,
+    return _capture(model, corp, hooks, Path(out), overwrite=bool(overwrite), progress=progress,
                     model_name=options.pop("model_name", None) or _model_name(model), **placement, **options)
 
 

@@ -152,7 +152,7 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     mlp_hook = f"blocks.{cfg.layer}.mlp.hook_post"
     resid_hook = f"blocks.{cfg.layer}.hook_resid_post"
     placement = stage_placement(cfg)  # where each stage runs: every stage config gets it
-    llm_kw = {"base_url": cfg.base_url} if cfg.base_url else {}
+    llm_kw: dict[str, Any] = {"base_url": cfg.base_url} if cfg.base_url else {}
     llm = get_llm(cfg.llm, cache=out / "llm-cache.sqlite", **llm_kw)
 
     loaded: dict[str, Any] = {}

@@ -110,7 +110,8 @@ def _tensor_digest(item: tuple[str, torch.Tensor]) -> bytes:
     h = hashlib.blake2b(f"{name}:{t.dtype}:{tuple(t.shape)};".encode(), digest_size=16)
     flat = t.detach().reshape(-1)
     if flat.numel() and flat.device.type != "meta":
-        h.update(flat.contiguous().cpu().view(torch.uint8).numpy())  # hashlib releases the GIL here
+        # hashlib releases the GIL here; numpy arrays are buffers, which these numpy stubs do not declare
+        h.update(flat.contiguous().cpu().view(torch.uint8).numpy())  # type: ignore[arg-type]
     return h.digest()
 
 
@@ -461,7 +462,7 @@ def _capture_locked(model: Any, fw: "_Forward", windows: Windows, corpus: Corpus
             "sentence": windows.sentence, "word_id": windows.word_id, "position": windows.position})
         _words_tables(corpus, out)
         uniq = np.unique(windows.token_id)
-        write_json(out / "token_text.json", dict(zip(map(int, uniq), token_texts(model.tokenizer, uniq))))
+        write_json(out / "token_text.json", dict(zip(map(int, uniq), token_texts(model.tokenizer, uniq.tolist()))))
         crashpoint("capture.before_manifest")
         write_json(out / "manifest.json", manifest)
 
