@@ -16,6 +16,16 @@ naming what changed (model weights / tokenizer / corpus / settings), or recomput
 behind; a second concurrent capture into the same folder gets
 :class:`~tl_concepts.errors.FolderLockedError`. The caller's config is never modified.
 
+Distributed capture. ``executor="ray"`` (``pip install 'tl-concepts[ray]'``) cuts the
+windows into the same shards of whole batches a local pass writes (:func:`plan_shards`) and
+runs them as Ray tasks on workers that each hold their own model replica (see
+:class:`RayCapture`: a model name/recipe loaded by each worker, or the live model's exact
+weights; every replica is fingerprint-checked against this process's model). Workers return
+one shard's arrays at a time; this process writes them to the store in order and mines the
+exemplars from the stored per-context summaries, as locally. So the files equal a local
+capture's (the manifest's ``executor`` and ``seconds`` aside), the key ignores the executor,
+and a capture interrupted under one executor resumes under the other.
+
 Non-finite activations. ``nonfinite="error"`` (default) stops at the first NaN/inf with a
 message naming the hook, units and context; ``nonfinite="zero"`` stores them as 0 and
 counts them in the manifest (``hooks[<hook>]["nonfinite_zeroed"]``).

@@ -2,7 +2,7 @@
 
 Example:
     >>> from tl_concepts import models
-    >>> model = models.load("minilm")          # doctest: +SKIP  (all-MiniLM-L6-v2, offline)
+    >>> model = models.load("minilm")   # all-MiniLM-L6-v2, offline   # doctest: +SKIP
 """
 from __future__ import annotations
 
