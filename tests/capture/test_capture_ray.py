@@ -107,6 +107,11 @@ def test_ray_workers_load_their_own_replica_from_a_recipe(ray_cluster, tiny_gpt2
     assert_same_store(out, local_store)
 
 
+def test_a_model_name_is_loaded_here_too(tiny_gpt2_dir, local_store, tmp_path):
+    store = capture(str(tiny_gpt2_dir), MANY, HOOKS, tmp_path / "store", **SETTINGS)  # a folder, loaded by name
+    assert_same_store(store.path, local_store)
+
+
 def test_worker_with_another_model_is_refused(ray_cluster, tiny_bridge, tiny_gpt2_dir, tmp_path):
     changed = copy.deepcopy(tiny_bridge)
     with torch.no_grad():
@@ -116,6 +121,22 @@ def test_worker_with_another_model_is_refused(ray_cluster, tiny_bridge, tiny_gpt
         capture(changed, MANY, HOOKS, out, executor="ray",
                 ray=RayCapture(num_workers=1, replica=ModelRecipe(str(tiny_gpt2_dir))), **SETTINGS)
     assert not out.exists()  # a refused input leaves nothing behind
+
+
+def test_model_with_user_hooks_is_refused_on_ray(ray_cluster, tiny_bridge, tmp_path):
+    """Only weights travel to the workers: a hook that changes the activations would be lost."""
+    hp = tiny_bridge.get_hook_point(HOOKS[0])
+    hp.add_hook(lambda t, hook: t * 2)
+    try:
+        out = tmp_path / "store"
+        with pytest.raises(InputError, match=f"has hooks attached at {HOOKS[0]} = blocks.0.hook_out, which Ray workers do not get"):
+            capture(tiny_bridge, MANY, HOOKS, out, executor="ray", ray=RayCapture(num_workers=1), **SETTINGS)
+        assert not out.exists()
+        doubled = capture(tiny_bridge, MANY[:4], HOOKS, tmp_path / "local", **SETTINGS)  # locally it applies
+    finally:
+        tiny_bridge.reset_hooks(including_permanent=False)
+    plain = capture(tiny_bridge, MANY[:4], HOOKS, tmp_path / "plain", **SETTINGS)
+    np.testing.assert_allclose(doubled.activations(HOOKS[0]), 2 * plain.activations(HOOKS[0]), rtol=1e-6)
 
 
 def _crash_capture(model_dir: Path, out: Path, crash_at: str, executor: str, address: str | None) \
@@ -169,3 +190,5 @@ def test_without_ray_installed_says_what_to_install(tiny_bridge, tmp_path, monke
     assert not out.exists()
     with pytest.raises(ConfigError, match="unknown executor 'dask'"):
         capture(tiny_bridge, TEXTS[:3], HOOKS, out, executor="dask", progress=False)
+    with pytest.raises(ConfigError, match=r"pip install 'tl-concepts\[ray\]'"):  # before any model is loaded
+        capture("no-such-model-folder", TEXTS[:3], HOOKS, out, executor="ray", progress=False)

@@ -353,6 +353,7 @@ def capture(
 
     ray_opts = ray if ray is not None else RayCapture()
     if isinstance(model, (str, ModelRecipe)):
+        _settings(config, [], overrides)  # refuse bad settings (no Ray, ...) before loading the model
         recipe = ModelRecipe(model) if isinstance(model, str) else model
         model = recipe.build()
         if ray_opts.replica is None:
@@ -693,7 +694,8 @@ class RayCapture:
 
     Either way each worker checks that its replica's weights and tokenizer have the
     fingerprint of the driver's model and refuses to capture otherwise, so the store
-    always matches its manifest. The values equal a local capture's when the workers run
+    always matches its manifest. Hooks a user attached to the live model (an ablation, a
+    patch) are not carried: a capture of such a model on Ray is refused (run it locally). The values equal a local capture's when the workers run
     on the same kind of device (CPU vs GPU kernels differ in the last bits).
 
     Example:
@@ -755,6 +757,22 @@ class _ShippedBridge:
         return model
 
 
+def _hooks_attached(model: Any) -> dict[str, int]:
+    """Forward hooks per TransformerLens hook point (a freshly loaded bridge has internal
+    ones; a user's added hooks show up as more than a fresh replica has)."""
+    names: dict[int, list[str]] = {}
+    points: dict[int, Any] = {}
+    for name, hp in getattr(model, "hook_dict", {}).items():  # aliases name the same point
+        names.setdefault(id(hp), []).append(name)
+        points[id(hp)] = hp
+    out = {}
+    for key, hp in points.items():
+        n = len(getattr(hp, "fwd_hooks", None) or [])
+        if n:
+            out[" = ".join(sorted(names[key], key=lambda x: (len(x), x), reverse=True))] = n
+    return out
+
+
 def _ship_live_model(ray: Any, model: Any) -> Any:
     """What a worker needs to rebuild the driver's live ``model`` with its exact weights."""
     source = str(getattr(getattr(getattr(model, "original_model", None), "config", None), "_name_or_path", "") or "")
@@ -780,6 +798,8 @@ class _ReplicaSetup:
     suffix: list[int]
     model_fingerprint: str
     tokenizer_fingerprint: str
+    hooks_attached: dict[str, int]
+    """Forward hooks per hook point on the driver's model (see :func:`_hooks_attached`)."""
     device: str | None
     """``cuda`` for a worker with GPUs, else None (the model's own device)."""
 
@@ -805,6 +825,11 @@ class _ReplicaSetup:
                 f"{got_model if what == 'weights' else got_tok} on the worker, "
                 f"{self.model_fingerprint if what == 'weights' else self.tokenizer_fingerprint} here); "
                 "give the workers the same model (leave the replica out to ship the live model)")
+        extra = sorted(h for h, n in self.hooks_attached.items() if n > _hooks_attached(model).get(h, 0))
+        if extra:
+            raise InputError(f"the capture's model has hooks attached at {', '.join(extra[:5])}"
+                             f"{' and more' if len(extra) > 5 else ''}, which Ray workers do not get (only weights "
+                             "travel); remove them (model.reset_hooks()) or capture with executor='local'")
         cfg = copy.deepcopy(self.cfg)
         if self.device is not None:
             cfg.device = self.device
@@ -846,7 +871,7 @@ def _shard_results(fw: _Forward, windows: Windows, cfg: CaptureConfig, plan: lis
     setup = _ReplicaSetup(
         model=replica if replica is not None else _ship_live_model(ray, fw.model), windows=ray.put(windows), cfg=cfg,
         prefix=fw.prefix, suffix=fw.suffix, model_fingerprint=manifest["model"]["fingerprint"],
-        tokenizer_fingerprint=manifest["tokenizer"]["fingerprint"],
+        tokenizer_fingerprint=manifest["tokenizer"]["fingerprint"], hooks_attached=_hooks_attached(fw.model),
         device="cuda" if ray_opts.num_gpus > 0 else None)
     log.info("capture: %d shards on Ray (%s workers, %s CPUs and %s GPUs each)", len(plan),
              ray_opts.num_workers or "auto", ray_opts.num_cpus, ray_opts.num_gpus)
