@@ -49,8 +49,22 @@ def _is_path(x: Any) -> bool:
 
 
 def _model_name(model: Any) -> str:
+    if isinstance(model, str):
+        return model
     cfg = getattr(model, "cfg", None)
     return str(getattr(cfg, "model_name", None) or type(model).__name__)
+
+
+# Where a stage runs, not what it computes: kept out of default run-folder names (a Ray run
+# and a local run of the same inputs share one folder, so either resumes the other).
+_PLACEMENT = ("executor", "ray_address", "ray", "progress")
+
+
+def _placement(executor: str, ray_address: str | None) -> dict[str, Any]:
+    """The checked ``executor`` / ``ray_address`` settings of a stage config."""
+    from tl_concepts.executor import check_executor
+
+    return {"executor": check_executor(executor), "ray_address": ray_address}
 
 
 def _split_options(cls: type, options: dict[str, Any], what: str) -> dict[str, Any]:
@@ -73,18 +87,22 @@ def _llm(llm: Any) -> Any:
 
 
 def capture(model: Any, corpus: Any = "lee", hooks: Sequence[str] | str = (), out: str | os.PathLike | None = None,
-            *, max_docs: int | None = None, progress: bool = True, **options: Any) -> Any:
-    """Capture ``hooks`` of a live model over ``corpus`` into an activation store (see
-    :func:`tl_concepts.capture.capture` for ``options`` such as ``context_tokens``,
-    ``exemplars``, ``dtype``).
+            *, max_docs: int | None = None, progress: bool = True, executor: str = "local",
+            ray_address: str | None = None, **options: Any) -> Any:
+    """Capture ``hooks`` of a live model (or a model name such as ``"minilm"``) over
+    ``corpus`` into an activation store (see :func:`tl_concepts.capture.capture` for
+    ``options`` such as ``context_tokens``, ``exemplars``, ``dtype``, ``ray``).
 
     ``corpus``: ``"lee"``, a list of strings, a file path, or a :class:`~tl_concepts.corpus.Corpus`.
     ``out`` defaults to a run folder keyed by the model, corpus, hooks and options; calling
-    again with the same inputs resumes or reuses it.
+    again with the same inputs resumes or reuses it. ``executor="ray"`` runs the forward
+    passes on Ray workers (``ray_address``: the cluster; None starts a local one); the
+    store and its folder are the same as a local run's.
 
     Example:
         >>> store = tlc.capture(model, ["Monday was cold.", "Tuesday too."], ["blocks.0.mlp.hook_post"])  # doctest: +SKIP
         >>> store.activations("blocks.0.mlp.hook_post").shape                                             # doctest: +SKIP
+        >>> store = tlc.capture("minilm", "lee", ["blocks.3.mlp.hook_post"], executor="ray")               # doctest: +SKIP
     """
     from tl_concepts.capture import capture as _capture
     from tl_concepts.corpus import load_corpus
@@ -92,18 +110,19 @@ def capture(model: Any, corpus: Any = "lee", hooks: Sequence[str] | str = (), ou
     hooks = [hooks] if isinstance(hooks, str) else list(hooks)
     if not hooks:
         raise ConfigError("give the hook points to capture, e.g. hooks=['blocks.3.mlp.hook_post']")
+    placement = _placement(executor, ray_address)
     corp = load_corpus(corpus, max_docs=max_docs)
     overwrite = options.pop("overwrite", None)
     if out is None:
-        out = _default_out("capture", _model_name(model), corp.fingerprint() if hasattr(corp, "fingerprint")
-                           else [d.text for d in corp.docs], hooks, options)
+        keyed = {k: v for k, v in options.items() if k not in _PLACEMENT}
+        out = _default_out("capture", _model_name(model), corp.fingerprint(), hooks, keyed)
         overwrite = True if overwrite is None else overwrite  # our own folder: recompute on any change
-    return _capture(model, corp, hooks, out, overwrite=bool(overwrite), progress=progress,
-                    model_name=options.pop("model_name", None) or _model_name(model), **options)
+    return _capture(model, corp, hooks, Path(out), overwrite=bool(overwrite), progress=progress,
+                    model_name=options.pop("model_name", None) or _model_name(model), **placement, **options)
 
 
 def _store_from(model_or_store: Any, hooks: Sequence[str], corpus: Any, max_docs: int | None,
-                progress: bool) -> Any:
+                progress: bool, executor: str = "local", ray_address: str | None = None) -> Any:
     from tl_concepts.capture import ActivationStore
 
     if _is_store(model_or_store):
@@ -114,12 +133,14 @@ def _store_from(model_or_store: Any, hooks: Sequence[str], corpus: Any, max_docs
         raise InputError(f"expected a TransformerLens model, an ActivationStore or a store path; got "
                          f"{type(model_or_store).__name__}")
     return capture(model_or_store, corpus if corpus is not None else "lee", list(hooks),
-                   max_docs=max_docs if max_docs is not None or corpus is not None else 50, progress=progress)
+                   max_docs=max_docs if max_docs is not None or corpus is not None else 50, progress=progress,
+                   executor=executor, ray_address=ray_address)
 
 
 def explain(model_or_store: Any, hook: str, units: Sequence[int] | str | int = 10, *, corpus: Any = None,
             llm: Any = None, simulator_llm: Any = None, out: str | os.PathLike | None = None,
-            max_docs: int | None = None, retry_failed: bool = False, **options: Any) -> Any:
+            max_docs: int | None = None, retry_failed: bool = False, executor: str = "local",
+            ray_address: str | None = None, **options: Any) -> Any:
     """Explain, simulate and score units at ``hook`` (Bills et al. 2023); returns
     :class:`~tl_concepts.explain.results.ExplanationResults`.
 
@@ -128,7 +149,8 @@ def explain(model_or_store: Any, hook: str, units: Sequence[int] | str | int = 1
     ``"openai:gpt-4o-mini"``, or an LLM object. A live model is captured first over
     ``corpus`` (default: 50 documents of the embedded Lee corpus). ``options`` are
     :class:`~tl_concepts.explain.ExplainConfig` fields (e.g. ``n_explanations=3``,
-    ``fuzzing=False``).
+    ``fuzzing=False``). ``executor="ray"`` (with ``ray_address``) runs the capture of a
+    live model and the units on Ray; the results go to the same folder as a local run's.
 
     Example:
         >>> res = tlc.explain(model, "blocks.3.mlp.hook_post", units=[0, 1])   # doctest: +SKIP
@@ -137,16 +159,19 @@ def explain(model_or_store: Any, hook: str, units: Sequence[int] | str | int = 1
     from tl_concepts._sync import run_sync
 
     return run_sync(aexplain(model_or_store, hook, units, corpus=corpus, llm=llm, simulator_llm=simulator_llm,
-                             out=out, max_docs=max_docs, retry_failed=retry_failed, **options))
+                             out=out, max_docs=max_docs, retry_failed=retry_failed, executor=executor,
+                             ray_address=ray_address, **options))
 
 
 async def aexplain(model_or_store: Any, hook: str, units: Sequence[int] | str | int = 10, *, corpus: Any = None,
                    llm: Any = None, simulator_llm: Any = None, out: str | os.PathLike | None = None,
-                   max_docs: int | None = None, retry_failed: bool = False, **options: Any) -> Any:
+                   max_docs: int | None = None, retry_failed: bool = False, executor: str = "local",
+                   ray_address: str | None = None, **options: Any) -> Any:
     """Awaitable :func:`explain`."""
     from tl_concepts.explain.runner import ExplainConfig, arun_explain, check_units, parse_units, unit_key
 
     _split_options(ExplainConfig, options, "explain")
+    placement = _placement(executor, ray_address)
     if "out_dir" in options:
         raise ConfigError("pass out=... (not out_dir)")
     if isinstance(units, int):
@@ -156,13 +181,13 @@ async def aexplain(model_or_store: Any, hook: str, units: Sequence[int] | str | 
     else:
         idx = [int(u) for u in units]
     progress = bool(options.get("progress", True))
-    store = await asyncio.to_thread(_store_from, model_or_store, [hook], corpus, max_docs, progress)
+    store = await asyncio.to_thread(_store_from, model_or_store, [hook], corpus, max_docs, progress, **placement)
     idx = check_units(store, hook, idx)
     ex_llm = _llm(llm)
     sim_llm = _llm(simulator_llm) if simulator_llm is not None else None
     if out is None:
         out = _default_out("explain", str(Path(store.path).resolve()), hook)
-    cfg = ExplainConfig(out_dir=str(out), **options)
+    cfg = ExplainConfig(out_dir=str(out), **placement, **options)
     sources = [(unit_key(hook, u), (lambda u=u: store.unit_records(hook, int(u)))) for u in idx]
     res = await arun_explain(sources, ex_llm, cfg, simulator_llm=sim_llm, retry_failed=retry_failed)
     res.store = str(store.path)
@@ -171,11 +196,14 @@ async def aexplain(model_or_store: Any, hook: str, units: Sequence[int] | str | 
 
 def find_concepts(model_or_store: Any, layer: int | None = None, *, hook: str | None = None, k: int | None = None,
                   corpus: Any = None, max_docs: int | None = None, out: str | os.PathLike | None = None,
-                  progress: bool = True, **options: Any) -> Any:
+                  progress: bool = True, executor: str = "local", ray_address: str | None = None,
+                  **options: Any) -> Any:
     """Latent concepts: Ward clustering of contextual word representations (ConceptX) at
     ``hook`` (default ``blocks.<layer>.hook_resid_post``); returns a
     :class:`~tl_concepts.concepts.ConceptSet`. ``options`` are
     :class:`~tl_concepts.concepts.ConceptsConfig` fields (``agg``, ``mode``, ``filters`` ...).
+    ``executor="ray"`` (with ``ray_address``) runs the capture of a live model and the
+    labelling (``label=...``) on Ray.
 
     Example:
         >>> cs = tlc.find_concepts(store, layer=3, k=40)      # doctest: +SKIP
@@ -187,44 +215,52 @@ def find_concepts(model_or_store: Any, layer: int | None = None, *, hook: str | 
         raise ConfigError("give layer=L (clusters blocks.L.hook_resid_post) or hook=...")
     hook = hook or f"blocks.{layer}.hook_resid_post"
     _split_options(ConceptsConfig, options, "concepts")
-    store = _store_from(model_or_store, [hook], corpus, max_docs, progress)
-    cfg = ConceptsConfig(store=str(store.path), hook=hook, k=k, out=str(out) if out is not None else None, **options)
+    placement = _placement(executor, ray_address)
+    store = _store_from(model_or_store, [hook], corpus, max_docs, progress, **placement)
+    cfg = ConceptsConfig(store=str(store.path), hook=hook, k=k, out=str(out) if out is not None else None,
+                         **placement, **options)
     cs = discover_concepts(cfg, progress=progress)
     cs.meta.setdefault("out_dir", str(cfg.out_dir(cs.layer)))  # where label_concepts keeps its labels
     return cs
 
 
-def label_concepts(concepts: Any, llm: Any = None, **options: Any) -> Any:
+def label_concepts(concepts: Any, llm: Any = None, *, executor: str = "local", ray_address: str | None = None,
+                   **options: Any) -> Any:
     """Label every concept with an LLM (resumable; answers keyed by each concept's members,
     the prompt and the LLM); returns the labels. ``options``: ``progress`` and
-    :class:`~tl_concepts.concepts.LabelOptions` fields.
+    :class:`~tl_concepts.concepts.LabelOptions` fields. ``executor="ray"`` (with
+    ``ray_address``) labels the concepts on Ray, into the same folder as a local run.
 
     Example:
         >>> labels = tlc.label_concepts(cs)          # doctest: +SKIP
     """
     from tl_concepts._sync import run_sync
 
-    return run_sync(alabel_concepts(concepts, llm, **options))
+    return run_sync(alabel_concepts(concepts, llm, executor=executor, ray_address=ray_address, **options))
 
 
-async def alabel_concepts(concepts: Any, llm: Any = None, **options: Any) -> Any:
+async def alabel_concepts(concepts: Any, llm: Any = None, *, executor: str = "local", ray_address: str | None = None,
+                          **options: Any) -> Any:
     """Awaitable :func:`label_concepts`."""
     from tl_concepts.concepts import ConceptsConfig, LabelOptions, label
 
     progress = bool(options.pop("progress", True))
     _split_options(LabelOptions, options, "label")
+    placement = _placement(executor, ray_address)
     out = concepts.meta.get("out_dir") or str(_default_out("concepts", concepts.hook, concepts.k,
                                                            fingerprint(concepts.points)))
-    cfg = ConceptsConfig(out=out, label=LabelOptions(**options))
+    cfg = ConceptsConfig(out=out, label=LabelOptions(**options), **placement)
     the_llm = _llm(llm)
     return await asyncio.to_thread(label, concepts, cfg, the_llm, progress=progress)
 
 
 def probe(model_or_store: Any, hook: str, labels: str = "pos", *, corpus: Any = None, max_docs: int | None = None,
-          out: str | os.PathLike | None = None, progress: bool = True, **options: Any) -> Any:
+          out: str | os.PathLike | None = None, progress: bool = True, executor: str = "local",
+          ray_address: str | None = None, **options: Any) -> Any:
     """Linear probes for each label of ``labels`` (``pos``, ``ner``, ``gold`` or a concept
     set) on ``hook``, with control tasks and selectivity. ``options``:
-    :class:`~tl_concepts.probing.runner.ProbeConfig` fields.
+    :class:`~tl_concepts.probing.runner.ProbeConfig` fields. ``executor``/``ray_address``:
+    where the capture of a live model runs (the probes train here).
 
     Example:
         >>> probes = tlc.probe(store, "blocks.3.hook_resid_post", labels="pos")   # doctest: +SKIP
@@ -232,16 +268,17 @@ def probe(model_or_store: Any, hook: str, labels: str = "pos", *, corpus: Any = 
     from tl_concepts.probing.runner import ProbeConfig, run_probes
 
     _split_options(ProbeConfig, options, "probe")
-    store = _store_from(model_or_store, [hook], corpus, max_docs, progress)
+    store = _store_from(model_or_store, [hook], corpus, max_docs, progress, **_placement(executor, ray_address))
     cfg = ProbeConfig(store=str(store.path), hook=hook, labels=labels, out=str(out) if out else None, **options)
     return run_probes(cfg, progress=progress)
 
 
 def rank(model_or_store: Any, hook: str, labels: str = "pos", *, methods: Sequence[str] = ("probeless",),
          corpus: Any = None, max_docs: int | None = None, out: str | os.PathLike | None = None,
-         progress: bool = True, **options: Any) -> Any:
+         progress: bool = True, executor: str = "local", ray_address: str | None = None, **options: Any) -> Any:
     """Neuron rankings per label (``probeless``, ``probe_weights``, ``average_precision``).
-    ``options``: :class:`~tl_concepts.probing.runner.RankConfig` fields.
+    ``options``: :class:`~tl_concepts.probing.runner.RankConfig` fields. ``executor``/``ray_address``:
+    where the capture of a live model runs.
 
     Example:
         >>> r = tlc.rank(store, "blocks.3.mlp.hook_post", labels="pos")   # doctest: +SKIP
@@ -249,7 +286,7 @@ def rank(model_or_store: Any, hook: str, labels: str = "pos", *, methods: Sequen
     from tl_concepts.probing.runner import RankConfig, run_rankings
 
     _split_options(RankConfig, options, "rank")
-    store = _store_from(model_or_store, [hook], corpus, max_docs, progress)
+    store = _store_from(model_or_store, [hook], corpus, max_docs, progress, **_placement(executor, ray_address))
     cfg = RankConfig(store=str(store.path), hook=hook, labels=labels, methods=tuple(methods),
                      out=str(out) if out else None, **options)
     return run_rankings(cfg, progress=progress)
@@ -257,11 +294,12 @@ def rank(model_or_store: Any, hook: str, labels: str = "pos", *, methods: Sequen
 
 def describe_neurons(model_or_store: Any, hook: str, *, llm: Any = None, corpus: Any = None,
                      max_docs: int | None = None, out: str | os.PathLike | None = None, progress: bool = True,
-                     **options: Any) -> Any:
+                     executor: str = "local", ray_address: str | None = None, **options: Any) -> Any:
     """Neuron descriptors mined from the data (Mondal et al.): LLM sentence descriptors ->
     descriptor vocabulary -> neurons; returns :class:`~tl_concepts.descriptors.Descriptors`
     (empty, with ``.message`` saying why, when nothing maps). ``options``:
-    :class:`~tl_concepts.descriptors.DescriptorsConfig` fields.
+    :class:`~tl_concepts.descriptors.DescriptorsConfig` fields. ``executor="ray"`` (with
+    ``ray_address``) runs the capture of a live model and the sentence descriptors on Ray.
 
     Example:
         >>> d = tlc.describe_neurons(store, "blocks.3.mlp.hook_post", max_sentences=100)   # doctest: +SKIP
@@ -269,20 +307,23 @@ def describe_neurons(model_or_store: Any, hook: str, *, llm: Any = None, corpus:
     from tl_concepts._sync import run_sync
 
     return run_sync(adescribe_neurons(model_or_store, hook, llm=llm, corpus=corpus, max_docs=max_docs, out=out,
-                                      progress=progress, **options))
+                                      progress=progress, executor=executor, ray_address=ray_address, **options))
 
 
 async def adescribe_neurons(model_or_store: Any, hook: str, *, llm: Any = None, corpus: Any = None,
                             max_docs: int | None = None, out: str | os.PathLike | None = None,
-                            progress: bool = True, **options: Any) -> Any:
+                            progress: bool = True, executor: str = "local", ray_address: str | None = None,
+                            **options: Any) -> Any:
     """Awaitable :func:`describe_neurons`."""
     from tl_concepts.descriptors.runner import DescriptorsConfig, arun_descriptors
 
     _split_options(DescriptorsConfig, options, "descriptors")
-    store = await asyncio.to_thread(_store_from, model_or_store, [hook], corpus, max_docs, progress)
+    placement = _placement(executor, ray_address)
+    store = await asyncio.to_thread(_store_from, model_or_store, [hook], corpus, max_docs, progress, **placement)
     if out is None:
-        out = _default_out("descriptors", str(Path(store.path).resolve()), hook, options)
-    cfg = DescriptorsConfig(store=str(store.path), hook=hook, out=str(out), **options)
+        out = _default_out("descriptors", str(Path(store.path).resolve()), hook,
+                           {k: v for k, v in options.items() if k not in _PLACEMENT})
+    cfg = DescriptorsConfig(store=str(store.path), hook=hook, out=str(out), **placement, **options)
     return await arun_descriptors(cfg, llm=_llm(llm), progress=progress)
 
 

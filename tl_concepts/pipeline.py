@@ -76,6 +76,19 @@ class RunConfig:
     None starts a local Ray instance)."""
 
 
+def stage_placement(cfg: RunConfig) -> dict[str, Any]:
+    """``executor`` and ``ray_address`` of the run, as every stage config takes them (the
+    capture, the concept labels, the explanations and the descriptors).
+
+    Example:
+        >>> stage_placement(RunConfig(executor="ray", ray_address="auto"))
+        {'executor': 'ray', 'ray_address': 'auto'}
+    """
+    from tl_concepts.executor import check_executor
+
+    return {"executor": check_executor(cfg.executor), "ray_address": cfg.ray_address}
+
+
 def _stage(name: str, log: list[dict[str, Any]], fn: Callable[[], Any], progress: bool) -> Any:
     t0 = time.time()
     logger.info("%s ...", name)
@@ -118,7 +131,8 @@ def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
 
 def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     from tl_concepts import models
-    from tl_concepts.capture import capture
+    from tl_concepts.models import ModelRecipe
+    from tl_concepts.capture import RayCapture, capture
     from tl_concepts.concepts import ConceptsConfig, discover_concepts, evaluate, label
     from tl_concepts.concepts.runner import describe_labels
     from tl_concepts.concepts.filters import FilterConfig
@@ -137,7 +151,8 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     stages: list[dict[str, Any]] = []
     mlp_hook = f"blocks.{cfg.layer}.mlp.hook_post"
     resid_hook = f"blocks.{cfg.layer}.hook_resid_post"
-    llm_kw = {"base_url": cfg.base_url} if cfg.base_url else {}
+    placement = stage_placement(cfg)  # where each stage runs: every stage config gets it
+    llm_kw: dict[str, Any] = {"base_url": cfg.base_url} if cfg.base_url else {}
     llm = get_llm(cfg.llm, cache=out / "llm-cache.sqlite", **llm_kw)
 
     loaded: dict[str, Any] = {}
@@ -145,13 +160,15 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     def do_capture():
         corpus = load_corpus(cfg.corpus, max_docs=cfg.max_docs)
         loaded["model"] = models.load(cfg.model)
+        # On Ray each worker loads its own replica by name (fingerprint-checked against this one)
         return capture(loaded["model"], corpus, [mlp_hook, resid_hook], out / "store", model_name=cfg.model,
-                       progress=cfg.progress, overwrite=cfg.overwrite)
+                       progress=cfg.progress, overwrite=cfg.overwrite, ray=RayCapture(replica=ModelRecipe(cfg.model)),
+                       **placement)
 
     store = _stage("capture", stages, do_capture, cfg.progress)
 
     ccfg = ConceptsConfig(store=str(store.path), hook=resid_hook, k=cfg.k, out=str(out / "concepts"),
-                          filters=FilterConfig(min_count=cfg.min_count))
+                          filters=FilterConfig(min_count=cfg.min_count), **placement)
     concept_set = _stage("concepts", stages, lambda: discover_concepts(ccfg), cfg.progress)
     labels = _stage("labels", stages, lambda: label(concept_set, ccfg, llm, retry_failed=cfg.retry_failed,
                                                     progress=cfg.progress), cfg.progress)
@@ -161,7 +178,7 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     def do_explain():
         # the first units with activating contexts; units with too few are reported by the runner
         ecfg = ExplainConfig(out_dir=str(out / "explain"), few_shot=False, n_bootstrap=200,
-                             fuzzing=cfg.fuzzing, progress=cfg.progress)
+                             fuzzing=cfg.fuzzing, progress=cfg.progress, **placement)
         return explain_store(store, mlp_hook, list(range(cfg.n_units)), llm, ecfg, retry_failed=cfg.retry_failed)
 
     explanations = _stage("explanations", stages, do_explain, cfg.progress)
@@ -174,7 +191,7 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
                    out=str(out / "probing")), progress=cfg.progress), cfg.progress)
 
     descriptors = _stage("descriptors", stages, lambda: run_descriptors(
-        DescriptorsConfig.small(str(store.path), mlp_hook, str(out / "descriptors")), llm=llm,
+        DescriptorsConfig.small(str(store.path), mlp_hook, str(out / "descriptors"), **placement), llm=llm,
         progress=cfg.progress), cfg.progress)
 
     ledger = llm.ledger.to_dict(units=False)  # this invocation's calls

@@ -16,6 +16,16 @@ naming what changed (model weights / tokenizer / corpus / settings), or recomput
 behind; a second concurrent capture into the same folder gets
 :class:`~tl_concepts.errors.FolderLockedError`. The caller's config is never modified.
 
+Distributed capture. ``executor="ray"`` (``pip install 'tl-concepts[ray]'``) cuts the
+windows into the same shards of whole batches a local pass writes (:func:`plan_shards`) and
+runs them as Ray tasks on workers that each hold their own model replica (see
+:class:`RayCapture`: a model name/recipe loaded by each worker, or the live model's exact
+weights; every replica is fingerprint-checked against this process's model). Workers return
+one shard's arrays at a time; this process writes them to the store in order and mines the
+exemplars from the stored per-context summaries, as locally. So the files equal a local
+capture's (the manifest's ``executor`` and ``seconds`` aside), the key ignores the executor,
+and a capture interrupted under one executor resumes under the other.
+
 Non-finite activations. ``nonfinite="error"`` (default) stops at the first NaN/inf with a
 message naming the hook, units and context; ``nonfinite="zero"`` stores them as 0 and
 counts them in the manifest (``hooks[<hook>]["nonfinite_zeroed"]``).
@@ -37,7 +47,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -110,7 +120,8 @@ def _tensor_digest(item: tuple[str, torch.Tensor]) -> bytes:
     h = hashlib.blake2b(f"{name}:{t.dtype}:{tuple(t.shape)};".encode(), digest_size=16)
     flat = t.detach().reshape(-1)
     if flat.numel() and flat.device.type != "meta":
-        h.update(flat.contiguous().cpu().view(torch.uint8).numpy())  # hashlib releases the GIL here
+        # hashlib releases the GIL here; numpy arrays are buffers, which these numpy stubs do not declare
+        h.update(flat.contiguous().cpu().view(torch.uint8).numpy())  # type: ignore[arg-type]
     return h.digest()
 
 
@@ -212,6 +223,13 @@ def _settings(config: CaptureConfig | None, hooks: list[str], overrides: dict[st
         raise ConfigError(f"dtype must be 'float32' or 'float16', got {cfg.dtype!r}")
     if cfg.nonfinite not in NONFINITE_POLICIES:
         raise ConfigError(f"nonfinite must be 'error' or 'zero', got {cfg.nonfinite!r}")
+    from tl_concepts.executor import check_executor
+
+    check_executor(cfg.executor)
+    if cfg.executor == "ray":
+        from tl_concepts.executor import _import_ray
+
+        _import_ray()  # no Ray: a ConfigError saying what to install, before anything is written
     for name, low in (("context_tokens", 2), ("batch_size", 1), ("shard_tokens", 1)):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -301,9 +319,13 @@ def capture(
     progress: bool = True,
     model_name: str | None = None,
     encoding: str = "utf-8",
+    ray: RayCapture | None = None,
     **overrides: Any,
 ) -> ActivationStore:
     """Capture ``hooks`` of ``model`` over ``corpus`` into the store directory ``out``.
+
+    ``model`` is a live TransformerLens model, or a model name / :class:`~tl_concepts.models.ModelRecipe`
+    that is loaded here (and, with ``executor="ray"``, by every worker).
 
     ``corpus`` is a :class:`Corpus`, ``"lee"``, a list of strings or a file path (text files
     are read with ``encoding``, UTF-8 by default). Keyword overrides set
@@ -315,10 +337,27 @@ def capture(
     holds a capture of other inputs raises :class:`StaleResultError` naming what changed,
     unless ``overwrite=True``. Returns the opened :class:`ActivationStore`.
 
+    ``executor="ray"`` (with ``ray_address``) runs the shards on Ray workers, each with its
+    own model replica (``ray``: a :class:`RayCapture` with the workers' count, CPUs, GPUs
+    and model recipe); this process writes the shards to the store in order and mines the
+    exemplars, so the store equals a local capture's (on the same kind of device) and
+    either executor resumes the other. The executor is not part of the store's key.
+
     Example:
         >>> store = capture(model, "lee", ["blocks.3.mlp.hook_post"], "runs/x",   # doctest: +SKIP
         ...                 exemplars="bills", nonfinite="zero")
+        >>> store = capture("minilm", "lee", ["blocks.3.mlp.hook_post"], "runs/x",  # doctest: +SKIP
+        ...                 executor="ray", ray=RayCapture(num_workers=2))
     """
+    from tl_concepts.models import ModelRecipe
+
+    ray_opts = ray if ray is not None else RayCapture()
+    if isinstance(model, (str, ModelRecipe)):
+        _settings(config, [], overrides)  # refuse bad settings (no Ray, ...) before loading the model
+        recipe = ModelRecipe(model) if isinstance(model, str) else model
+        model = recipe.build()
+        if ray_opts.replica is None:
+            ray_opts = RayCapture(ray_opts.num_workers, ray_opts.num_cpus, ray_opts.num_gpus, recipe)
     adapters.check_model(model)
     hooks = adapters.resolve_hooks(model, hooks)
     cfg = _settings(config, hooks, overrides)
@@ -329,7 +368,7 @@ def capture(
     if windows.n_tokens == 0:
         raise InputError("the corpus produced no tokens")
 
-    fw = _Forward(model, cfg, prefix, suffix)
+    fw = _Forward(model, cfg, prefix, suffix, ray_opts)
     dims = fw.probe(windows)  # refuses a hook that does not fire or is not per-token, before any write
 
     out = Path(out)
@@ -434,7 +473,7 @@ def _capture_locked(model: Any, fw: "_Forward", windows: Windows, corpus: Corpus
             "sentence": windows.sentence, "word_id": windows.word_id, "position": windows.position})
         _words_tables(corpus, out)
         uniq = np.unique(windows.token_id)
-        write_json(out / "token_text.json", dict(zip(map(int, uniq), token_texts(model.tokenizer, uniq))))
+        write_json(out / "token_text.json", dict(zip(map(int, uniq), token_texts(model.tokenizer, uniq.tolist()))))
         crashpoint("capture.before_manifest")
         write_json(out / "manifest.json", manifest)
 
@@ -444,6 +483,7 @@ def _capture_locked(model: Any, fw: "_Forward", windows: Windows, corpus: Corpus
     done = manifest["shards"][-1]["windows"][1] if manifest["shards"] else 0
     if done < windows.n_windows:
         manifest["status"] = "capturing"
+        manifest["executor"] = cfg.executor  # of the last run that captured shards; not part of the key
         _run_pass(fw, windows, cfg, out, manifest, done, progress)
         worked = True
     for h in cfg.hooks:
@@ -463,8 +503,10 @@ def _capture_locked(model: Any, fw: "_Forward", windows: Windows, corpus: Corpus
 class _Forward:
     """Runs batches of windows through the model and returns the hooks' rows as float32."""
 
-    def __init__(self, model: Any, cfg: CaptureConfig, prefix: list[int], suffix: list[int]):
+    def __init__(self, model: Any, cfg: CaptureConfig, prefix: list[int], suffix: list[int],
+                 ray_opts: RayCapture | None = None):
         self.model, self.cfg, self.prefix, self.suffix = model, cfg, prefix, suffix
+        self.ray_opts = ray_opts if ray_opts is not None else RayCapture()  # workers, with executor="ray"
         tok = model.tokenizer
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         self.device = cfg.device or getattr(model.cfg, "device", None) or "cpu"
@@ -541,43 +583,331 @@ def _nonfinite_error(hook: str, stored: np.ndarray, raw: np.ndarray, windows: Wi
         "(the manifest counts them)")
 
 
+@dataclass
+class _Shard:
+    """One unit of capture work: corpus windows ``[first, last)``, written as shard ``index``."""
+
+    index: int
+    first: int
+    last: int
+
+
+@dataclass
+class _ShardRows:
+    """A captured shard as a worker returns it: the shard file's tensors (activations in the
+    store dtype, per-window max/min in float32) and the non-finite values zeroed per hook."""
+
+    index: int
+    first: int
+    last: int
+    tensors: dict[str, np.ndarray]
+    nonfinite: dict[str, int]
+    n_tokens: int
+
+
+def plan_shards(windows: Windows, batch_size: int, shard_tokens: int, start_window: int = 0,
+                first_index: int = 0) -> list[_Shard]:
+    """Split windows ``start_window..`` into shards of whole batches, each closed once it holds
+    ``shard_tokens`` rows: the same batches and shards whoever runs them, so every executor
+    writes the same files.
+
+    Example:
+        >>> from tl_concepts.corpus.windows import Windows
+        >>> w = Windows(np.array([0, 3, 6, 9]), *[np.zeros(9, np.int64)] * 4)
+        >>> [(s.first, s.last) for s in plan_shards(w, batch_size=1, shard_tokens=5)]
+        [(0, 2), (2, 3)]
+    """
+    plan: list[_Shard] = []
+    n_win = windows.n_windows
+    first, rows = start_window, 0
+    for b0 in range(start_window, n_win, batch_size):
+        b1 = min(b0 + batch_size, n_win)
+        rows += int(windows.window_start[b1] - windows.window_start[b0])
+        if rows >= shard_tokens:
+            plan.append(_Shard(first_index + len(plan), first, b1))
+            first, rows = b1, 0
+    if first < n_win:
+        plan.append(_Shard(first_index + len(plan), first, n_win))
+    return plan
+
+
+class _LocalContext:
+    """The capture's own model and windows, for shards run in this process."""
+
+    def __init__(self, fw: _Forward, windows: Windows, on_batch: Any = None) -> None:
+        self.fw, self.windows, self.on_batch = fw, windows, on_batch
+
+    def get(self) -> tuple[_Forward, Windows]:
+        return self.fw, self.windows
+
+
+def _capture_shard(job: _Shard, ctx: Any) -> _ShardRows:
+    """Run the batches of one shard and return its tensors (module-level: Ray workers run it).
+
+    ``ctx`` is a :class:`_LocalContext` or a worker's :class:`_Replica`."""
+    fw, windows = ctx.get()
+    cfg = fw.cfg
+    store_dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    parts: dict[str, list[np.ndarray]] = {}
+    bad_counts: dict[str, int] = {}
+    n_tokens = 0
+    with torch.inference_mode(), fw.hooked():
+        for b0 in range(job.first, job.last, cfg.batch_size):
+            b1 = min(b0 + cfg.batch_size, job.last)
+            batch, lens = fw.run(windows, b0, b1)
+            offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)  # first row per window
+            for h in cfg.hooks:
+                rows = batch[h]  # [tokens of the batch, d], windows in order
+                stored = rows.astype(store_dtype, copy=False)
+                if not np.isfinite(stored).all():
+                    if cfg.nonfinite == "error":
+                        raise _nonfinite_error(h, stored, rows, windows, b0, offsets, fw.model.tokenizer)
+                    bad = ~np.isfinite(stored)
+                    bad_counts[h] = bad_counts.get(h, 0) + int(bad.sum())
+                    stored = np.where(bad, 0, stored).astype(store_dtype)
+                    rows = np.where(bad, 0, rows).astype(np.float32)
+                parts.setdefault(f"act.{h}", []).append(stored)
+                parts.setdefault(f"max.{h}", []).append(np.maximum.reduceat(rows, offsets, axis=0))
+                parts.setdefault(f"min.{h}", []).append(np.minimum.reduceat(rows, offsets, axis=0))
+            n_tokens += sum(lens)
+            if ctx.on_batch is not None:
+                ctx.on_batch(sum(lens))
+    return _ShardRows(job.index, job.first, job.last, {k: np.concatenate(v) for k, v in parts.items()},
+                      bad_counts, n_tokens)
+
+
+@dataclass
+class RayCapture:
+    """Where and how a capture runs on Ray (``executor="ray"``): the workers' model recipe
+    and the resources of each worker.
+
+    Every worker holds its own model replica, on ``cuda`` when ``num_gpus > 0``:
+
+    * ``replica`` given (a model name or a :class:`~tl_concepts.models.ModelRecipe`; the
+      default when ``capture`` itself got a name): each worker loads the model itself.
+      Best for GPU workers and clusters: only the recipe crosses the wire.
+    * else, a live ``TransformerBridge`` is booted on each worker from the folder or Hub
+      name it came from, then given the driver's exact weights (its ``state_dict``, put
+      once in the Ray object store), so weights edited after loading are kept. The folder
+      must exist on the workers (true on one machine). Other models (3.x
+      ``HookedTransformer``) are pickled whole.
+
+    Either way each worker checks that its replica's weights and tokenizer have the
+    fingerprint of the driver's model and refuses to capture otherwise, so the store
+    always matches its manifest. Hooks a user attached to the live model (an ablation, a
+    patch) are not carried: a capture of such a model on Ray is refused (run it locally). The values equal a local capture's when the workers run
+    on the same kind of device (CPU vs GPU kernels differ in the last bits).
+
+    Example:
+        >>> RayCapture(num_workers=4, num_gpus=1, replica="minilm").num_gpus
+        1
+    """
+
+    num_workers: int | None = None
+    """Ray workers, each with one model replica (None: the cluster's CPUs / ``num_cpus``)."""
+    num_cpus: float = 1
+    """CPUs per worker (also the worker's torch threads, as Ray sets them)."""
+    num_gpus: float = 0
+    """GPUs per worker; > 0 runs the worker's replica on ``cuda``."""
+    replica: Any = None
+    """How workers build their model: None (ship the live model), a model name or a
+    :class:`~tl_concepts.models.ModelRecipe`."""
+
+
+class _Replica:
+    """A Ray worker's model replica, forward runner and windows, built on first use (so a
+    failure to build is the shard's error, re-raised in the driver as it is)."""
+
+    def __init__(self, setup: "_ReplicaSetup") -> None:
+        self.setup = setup
+        self.on_batch = None
+        self._built: tuple[_Forward, Windows] | None = None
+
+    def get(self) -> tuple[_Forward, Windows]:
+        if self._built is None:
+            self._built = self.setup.build()
+        return self._built
+
+
+@dataclass
+class _ShippedBridge:
+    """A live ``TransformerBridge`` for a Ray worker: booted there from the model's own
+    folder or Hub name, then given the driver's exact weights (its ``state_dict``, sent once
+    through the Ray object store). A bridge that has run a forward pass holds
+    TransformerLens's internal hooks, which cannot be pickled, so the object itself is
+    never sent."""
+
+    source: str
+    """The Hugging Face folder or name the bridge was booted from."""
+    state: Any
+    """Ray object ref of the driver's ``state_dict`` (CPU tensors)."""
+
+    def build(self, device: str | None = None) -> Any:
+        import ray
+        from transformer_lens.model_bridge import TransformerBridge
+
+        model = TransformerBridge.boot_transformers(self.source, device=device)
+        model.eval()
+        try:
+            model.load_state_dict(ray.get(self.state), strict=True)
+        except RuntimeError as e:
+            raise InputError(f"the model a Ray worker booted from {self.source!r} does not take the capture "
+                             f"model's weights ({str(e).splitlines()[0]}); give the workers the model with "
+                             "RayCapture(replica=...)") from None
+        return model
+
+
+def _hooks_attached(model: Any) -> dict[str, int]:
+    """Forward hooks per TransformerLens hook point (a freshly loaded bridge has internal
+    ones; a user's added hooks show up as more than a fresh replica has)."""
+    names: dict[int, list[str]] = {}
+    points: dict[int, Any] = {}
+    for name, hp in getattr(model, "hook_dict", {}).items():  # aliases name the same point
+        names.setdefault(id(hp), []).append(name)
+        points[id(hp)] = hp
+    out = {}
+    for key, hp in points.items():
+        n = len(getattr(hp, "fwd_hooks", None) or [])
+        if n:
+            out[" = ".join(sorted(names[key], key=lambda x: (len(x), x), reverse=True))] = n
+    return out
+
+
+def _ship_live_model(ray: Any, model: Any) -> Any:
+    """What a worker needs to rebuild the driver's live ``model`` with its exact weights."""
+    source = str(getattr(getattr(getattr(model, "original_model", None), "config", None), "_name_or_path", "") or "")
+    if source:  # a TransformerBridge
+        return _ShippedBridge(source, ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+    try:  # e.g. a 3.x HookedTransformer: the object itself
+        return ray.put(model)
+    except TypeError as e:
+        raise ConfigError(f"this {type(model).__name__} cannot be sent to Ray workers ({str(e).splitlines()[0]}); "
+                          "give the workers a model to load: RayCapture(replica='<name or folder>')") from None
+
+
+@dataclass
+class _ReplicaSetup:
+    """Picklable per-worker setup: what a worker needs to build its :class:`_Replica`."""
+
+    model: Any
+    """A :class:`ModelRecipe`, a :class:`_ShippedBridge`, or the Ray object ref of the driver's live model."""
+    windows: Any
+    """Ray object ref of the corpus :class:`Windows`."""
+    cfg: CaptureConfig
+    prefix: list[int]
+    suffix: list[int]
+    model_fingerprint: str
+    tokenizer_fingerprint: str
+    hooks_attached: dict[str, int]
+    """Forward hooks per hook point on the driver's model (see :func:`_hooks_attached`)."""
+    device: str | None
+    """``cuda`` for a worker with GPUs, else None (the model's own device)."""
+
+    def __call__(self) -> _Replica:
+        return _Replica(self)
+
+    def build(self) -> tuple[_Forward, Windows]:
+        import ray
+
+        from tl_concepts.models import ModelRecipe
+
+        if isinstance(self.model, (ModelRecipe, _ShippedBridge)):
+            model = self.model.build(device=self.device)
+        else:
+            model = ray.get(self.model)
+            if self.device is not None:
+                model = model.to(self.device)
+        got_model, got_tok = model_fingerprint(model), tokenizer_fingerprint(model.tokenizer)
+        if (got_model, got_tok) != (self.model_fingerprint, self.tokenizer_fingerprint):
+            what = "weights" if got_model != self.model_fingerprint else "tokenizer"
+            raise InputError(
+                f"the model a Ray worker built differs from the capture's model ({what}: fingerprint "
+                f"{got_model if what == 'weights' else got_tok} on the worker, "
+                f"{self.model_fingerprint if what == 'weights' else self.tokenizer_fingerprint} here); "
+                "give the workers the same model (leave the replica out to ship the live model)")
+        extra = sorted(h for h, n in self.hooks_attached.items() if n > _hooks_attached(model).get(h, 0))
+        if extra:
+            raise InputError(f"the capture's model has hooks attached at {', '.join(extra[:5])}"
+                             f"{' and more' if len(extra) > 5 else ''}, which Ray workers do not get (only weights "
+                             "travel); remove them (model.reset_hooks()) or capture with executor='local'")
+        cfg = copy.deepcopy(self.cfg)
+        if self.device is not None:
+            cfg.device = self.device
+        return _Forward(model, cfg, self.prefix, self.suffix), ray.get(self.windows)
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A :class:`ConfigError` at once when a ``host:port`` / ``ray://host:port`` Ray address
+    does not answer (``ray.init`` would retry it for minutes)."""
+    import re
+    import socket
+
+    m = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address or "")
+    if m is None:  # None, "auto", "local": Ray finds or starts the cluster itself
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or e}); start one with "
+                          "'ray start --head', check the address, or leave it out for a local cluster") from None
+
+
+def _shard_results(fw: _Forward, windows: Windows, cfg: CaptureConfig, plan: list[_Shard], manifest: dict[str, Any],
+                   ray_opts: RayCapture, on_batch: Any) -> Iterator[tuple[int, _ShardRows]]:
+    """Captured shards in order, run here (``executor="local"``) or on Ray workers."""
+    from tl_concepts.executor import ensure_ray, imap_items
+    from tl_concepts.models import ModelRecipe
+
+    if cfg.executor == "local":
+        ctx = _LocalContext(fw, windows, on_batch)
+        return imap_items(_capture_shard, plan, setup=lambda: ctx, executor="local")
+    _check_reachable(cfg.ray_address)
+    ray = ensure_ray(cfg.ray_address)
+    replica = ray_opts.replica
+    if isinstance(replica, str):
+        replica = ModelRecipe(replica)
+    if replica is not None and not isinstance(replica, ModelRecipe):
+        raise ConfigError(f"replica must be a model name or a ModelRecipe, got {type(replica).__name__}")
+    setup = _ReplicaSetup(
+        model=replica if replica is not None else _ship_live_model(ray, fw.model), windows=ray.put(windows), cfg=cfg,
+        prefix=fw.prefix, suffix=fw.suffix, model_fingerprint=manifest["model"]["fingerprint"],
+        tokenizer_fingerprint=manifest["tokenizer"]["fingerprint"], hooks_attached=_hooks_attached(fw.model),
+        device="cuda" if ray_opts.num_gpus > 0 else None)
+    log.info("capture: %d shards on Ray (%s workers, %s CPUs and %s GPUs each)", len(plan),
+             ray_opts.num_workers or "auto", ray_opts.num_cpus, ray_opts.num_gpus)
+    return imap_items(_capture_shard, plan, setup=setup, executor="ray", ray_address=cfg.ray_address,
+                      num_workers=ray_opts.num_workers, num_cpus=ray_opts.num_cpus, num_gpus=ray_opts.num_gpus,
+                      ordered=True)
+
+
 def _run_pass(fw: _Forward, windows: Windows, cfg: CaptureConfig, out: Path, manifest: dict[str, Any],
               start_window: int, progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    store_dtype = np.float16 if cfg.dtype == "float16" else np.float32
-    hooks = cfg.hooks
-
-    buf: dict[str, list[np.ndarray]] = {}
-    buf_bad: dict[str, int] = {}
-    buf_rows = 0
-    shard_first = start_window
-    n_win = windows.n_windows
+    plan = plan_shards(windows, cfg.batch_size, cfg.shard_tokens, start_window, len(manifest["shards"]))
     bar = tqdm(total=windows.n_tokens, initial=int(windows.window_start[start_window]), unit="tok",
-               desc="capture", disable=not progress)
+               desc=f"capture ({cfg.executor})", disable=not progress)
 
-    # Shards are written by one background thread while the model runs the next batches;
-    # at most one write is in flight, and shards are listed in the manifest in order.
+    # Shards are written in order by one background thread while the next ones are captured
+    # (here or on the Ray workers); at most one write is in flight.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tl-concepts-shard-writer")
     pending: list[Future] = []
-    n_shards = len(manifest["shards"])
 
-    def write_shard(i: int, parts: dict[str, list[np.ndarray]], bad: dict[str, int], first: int,
-                    last: int) -> None:
-        fname = f"shard-{i:05d}.safetensors"
-        tensors = {k: np.concatenate(v) for k, v in parts.items()}
+    def write_shard(res: _ShardRows) -> None:
+        fname = f"shard-{res.index:05d}.safetensors"
         try:
-            write_tensors(out / "shards" / fname, tensors, metadata={"windows": f"{first},{last}"})
+            write_tensors(out / "shards" / fname, res.tensors, metadata={"windows": f"{res.first},{res.last}"})
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise OSError(e.errno, f"disk full while writing {fname}: the store in {out} keeps its "
-                              f"{i} finished shards; free space and rerun the same capture to resume") from e
+                              f"{res.index} finished shards; free space and rerun the same capture to "
+                              "resume") from e
             raise
         crashpoint("capture.after_shard")
-        rows = [int(windows.window_start[first]), int(windows.window_start[last])]
-        entry: dict[str, Any] = {"file": fname, "windows": [first, last], "rows": rows}
-        if any(bad.values()):
-            entry["nonfinite"] = {h: n for h, n in bad.items() if n}
+        rows = [int(windows.window_start[res.first]), int(windows.window_start[res.last])]
+        entry: dict[str, Any] = {"file": fname, "windows": [res.first, res.last], "rows": rows}
+        if any(res.nonfinite.values()):
+            entry["nonfinite"] = {h: n for h, n in res.nonfinite.items() if n}
         manifest["shards"].append(entry)
         write_json(out / "manifest.json", manifest)
 
@@ -585,41 +915,19 @@ def _run_pass(fw: _Forward, windows: Windows, cfg: CaptureConfig, out: Path, man
         while pending:
             pending.pop(0).result()  # re-raises a failed write here, in the capture thread
 
-    def flush(last_window: int) -> None:
-        nonlocal buf, buf_bad, buf_rows, shard_first, n_shards
-        if shard_first >= last_window:
-            return
-        wait_pending()
-        pending.append(writer.submit(write_shard, n_shards, buf, buf_bad, shard_first, last_window))
-        n_shards += 1
-        buf, buf_bad, buf_rows, shard_first = {}, {}, 0, last_window
-
+    local = cfg.executor == "local"
+    results = _shard_results(fw, windows, cfg, plan, manifest, fw.ray_opts, bar.update if local else None)
     try:
-        with torch.inference_mode(), fw.hooked():
-            for b0 in range(start_window, n_win, cfg.batch_size):
-                b1 = min(b0 + cfg.batch_size, n_win)
-                batch, lens = fw.run(windows, b0, b1)
-                offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)  # first row per window
-                for h in hooks:
-                    rows = batch[h]  # [tokens of the batch, d], windows in order
-                    stored = rows.astype(store_dtype, copy=False)
-                    if not np.isfinite(stored).all():
-                        if cfg.nonfinite == "error":
-                            raise _nonfinite_error(h, stored, rows, windows, b0, offsets, fw.model.tokenizer)
-                        bad = ~np.isfinite(stored)
-                        buf_bad[h] = buf_bad.get(h, 0) + int(bad.sum())
-                        stored = np.where(bad, 0, stored).astype(store_dtype)
-                        rows = np.where(bad, 0, rows).astype(np.float32)
-                    buf.setdefault(f"act.{h}", []).append(stored)
-                    buf.setdefault(f"max.{h}", []).append(np.maximum.reduceat(rows, offsets, axis=0))
-                    buf.setdefault(f"min.{h}", []).append(np.minimum.reduceat(rows, offsets, axis=0))
-                buf_rows += sum(lens)
-                bar.update(sum(lens))
-                if buf_rows >= cfg.shard_tokens:
-                    flush(b1)
-            flush(n_win)
+        for _, res in results:
+            if not local:
+                bar.update(res.n_tokens)
+            wait_pending()
+            pending.append(writer.submit(write_shard, res))
         wait_pending()
     finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # stops the Ray workers when a shard failed
         writer.shutdown(wait=True)
         bar.close()
 

@@ -351,10 +351,10 @@ class ActivationStore:
         unit = self._unit(hook, unit)
         ids = self.exemplar_ids(hook)
         recs = lambda arr: [self.record(hook, unit, int(c)) for c in arr if c >= 0]  # noqa: E731
-        ur = UnitRecords(hook=hook, unit=unit,
-                         **{name: recs(ids[name][unit]) for name in
-                            ("train_top", "train_random", "calibration_top", "calibration_random",
-                             "test_top", "test_random", "negative")})
+        split = lambda name: recs(ids[name][unit])  # noqa: E731
+        ur = UnitRecords(hook=hook, unit=unit, train_top=split("train_top"), train_random=split("train_random"),
+                         calibration_top=split("calibration_top"), calibration_random=split("calibration_random"),
+                         test_top=split("test_top"), test_random=split("test_random"), negative=split("negative"))
         ur.quantile = {b: recs(ids["quantile"][unit, b]) for b in range(ids["quantile"].shape[1])}
         ur.max_activation = float(np.asarray(ids["max_activation"])[unit])
         ur.n_contexts = self.n_windows

@@ -2,13 +2,40 @@
 
 Example:
     >>> from tl_concepts import models
-    >>> model = models.load("minilm")          # doctest: +SKIP  (all-MiniLM-L6-v2, offline)
+    >>> model = models.load("minilm")   # all-MiniLM-L6-v2, offline   # doctest: +SKIP
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 EMBEDDED = ("minilm", "smollm2-135m")
+
+
+@dataclass
+class ModelRecipe:
+    """A picklable way to build a model where it runs: ``load(name, device, **kwargs)``.
+
+    A distributed capture (``executor="ray"``) gives each worker a recipe instead of the
+    model itself, so every worker loads its own replica (from its own disk or GPU).
+
+    Example:
+        >>> recipe = ModelRecipe("minilm")
+        >>> recipe
+        ModelRecipe(name='minilm', device='cpu', kwargs={})
+        >>> model = recipe.build()              # doctest: +SKIP
+    """
+
+    name: str
+    """An embedded name (``minilm``, ``smollm2-135m``), a Hugging Face name or a local folder."""
+    device: str = "cpu"
+    """Device the model is loaded on (``build(device=...)`` overrides it)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further arguments of :func:`load` (picklable values only)."""
+
+    def build(self, device: str | None = None) -> Any:
+        """The model, loaded in this process (on ``device``, default the recipe's)."""
+        return load(self.name, device=device or self.device, **self.kwargs)
 
 
 def load(name: str, device: str = "cpu", **kwargs: Any) -> Any:
@@ -66,4 +93,4 @@ def load(name: str, device: str = "cpu", **kwargs: Any) -> Any:
     return model
 
 
-__all__ = ["EMBEDDED", "load"]
+__all__ = ["EMBEDDED", "ModelRecipe", "load"]

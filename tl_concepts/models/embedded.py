@@ -79,8 +79,9 @@ def smollm2_hf_dir() -> Path:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # The weights are already dequantized to fp32; drop the GGUF quantizer marker so
         # transformers saves them as plain safetensors.
-        model.hf_quantizer = None
-        model.is_quantized = False
+        # transformers types these as modules' attributes; they are plain flags here
+        model.hf_quantizer = None  # type: ignore[assignment]
+        model.is_quantized = False  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)
