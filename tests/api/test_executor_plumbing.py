@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tl_concepts as tlc
-from tiny_models import TEXTS
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import ActivationStore, ExemplarConfig
 from tl_concepts.errors import ConfigError
 

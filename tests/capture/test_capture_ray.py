@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from tiny_models import TEXTS
+from tests.helpers.tiny_models import TEXTS
 from tl_concepts.capture import ActivationStore, RayCapture, capture
 from tl_concepts.capture.runner import plan_shards
 from tl_concepts.corpus.windows import Windows
