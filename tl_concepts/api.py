@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from tl_concepts.errors import ConfigError, InputError
 from tl_concepts.fingerprint import fingerprint
+from tl_concepts.hooks import hook_name
 
 RUNS_ENV = "TL_CONCEPTS_RUNS"
 """Environment variable naming the default run root (default ``./tl_concepts_runs``)."""
@@ -211,9 +212,10 @@ def find_concepts(model_or_store: Any, layer: int | None = None, *, hook: str | 
     """
     from tl_concepts.concepts import ConceptsConfig, discover_concepts
 
-    if hook is None and layer is None:
-        raise ConfigError("give layer=L (clusters blocks.L.hook_resid_post) or hook=...")
-    hook = hook or f"blocks.{layer}.hook_resid_post"
+    if hook is None:
+        if layer is None:
+            raise ConfigError("give layer=L (clusters blocks.L.hook_resid_post) or hook=...")
+        hook = hook_name(layer)
     _split_options(ConceptsConfig, options, "concepts")
     placement = _placement(executor, ray_address)
     store = _store_from(model_or_store, [hook], corpus, max_docs, progress, **placement)

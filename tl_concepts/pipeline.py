@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from tl_concepts.atomic import folder_lock, write_json
 from tl_concepts.crash import crashpoint
+from tl_concepts.hooks import hook_name
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     stages: list[dict[str, Any]] = []
-    mlp_hook = f"blocks.{cfg.layer}.mlp.hook_post"
-    resid_hook = f"blocks.{cfg.layer}.hook_resid_post"
+    mlp_hook = hook_name(cfg.layer, "post")
+    resid_hook = hook_name(cfg.layer, "resid_post")
     placement = stage_placement(cfg)  # where each stage runs: every stage config gets it
     llm_kw: dict[str, Any] = {"base_url": cfg.base_url} if cfg.base_url else {}
     llm = get_llm(cfg.llm, cache=out / "llm-cache.sqlite", **llm_kw)
