@@ -82,6 +82,70 @@ class LLMSpec:
         return get_llm(self.spec, cache=self.cache, **self.kwargs)
 
 
+@dataclass(frozen=True)
+class _Copy:
+    """A setup returning a copy of a picklable LLM (e.g. a test fake), one per worker."""
+
+    llm: Any
+
+    def __call__(self) -> Any:
+        return self.llm
+
+
+def llm_recipe(llm: Any, ray_address: str | None = None) -> Callable[[], Any]:
+    """A picklable setup that builds, in a Ray worker, an LLM answering like ``llm``.
+
+    ``llm`` may be an :class:`LLMSpec` (built as is); otherwise the cache and ledger
+    wrappers are stripped (each worker meters its own calls; the stage merges them into
+    its ledger) and the backend is rebuilt from its settings: an OpenAI-compatible client
+    (same model, endpoint, key, retry policy; its rate limits shared with the other
+    workers through a Ray actor, see :func:`tl_concepts.llm.limits.shared_budget_limiter`),
+    an in-process model from its folder, or any other picklable LLM copied as it is.
+    The LLM cache (when ``llm`` has one) is the same file in the workers.
+    """
+    if isinstance(llm, LLMSpec):
+        return llm.build
+    from tl_concepts.llm.cache import CachedLLM
+    from tl_concepts.llm.inprocess import InProcessBackend
+    from tl_concepts.llm.openai_backend import OpenAIBackend
+
+    cache: bool | str = False
+    base = llm
+    while hasattr(base, "inner"):
+        if isinstance(base, CachedLLM):
+            cache = str(base.cache.path)
+        base = base.inner
+    if isinstance(base, OpenAIBackend):
+        from tl_concepts.llm.limits import shared_budget_limiter
+
+        kw = {"base_url": base.base_url, "api_key": base._api_key, "timeout": base.timeout,
+              "retry": base.retry, "context_length": base.context_length,
+              "distribution_method": base.distribution_method, "alignment": base._alignment_setting,
+              "limiter": shared_budget_limiter(base.limiter, base.base_url, ray_address)}
+        return _BareLLM(LLMSpec(f"openai:{base.model}", kw, cache=cache))
+    if isinstance(base, InProcessBackend) and (base.path is not None or base._embedded):
+        where = f"in-process:{base.path}" if base.path is not None else "in-process"
+        return _BareLLM(LLMSpec(where, {"device": base.device}, cache=cache))
+    return _Copy(base)
+
+
+@dataclass(frozen=True)
+class _BareLLM:
+    """Builds ``spec``'s LLM without the process ledger (the stage meters each item)."""
+
+    spec: LLMSpec
+
+    def __call__(self) -> Any:
+        from tl_concepts.llm.factory import make_backend
+
+        backend = make_backend(self.spec.spec, **self.spec.kwargs)
+        if self.spec.cache:
+            from tl_concepts.llm.cache import CachedLLM
+
+            return CachedLLM(backend, self.spec.cache)
+        return backend
+
+
 def check_executor(executor: str) -> str:
     """``executor`` if known, else a :class:`ConfigError` saying what to use."""
     if executor not in EXECUTORS:
@@ -234,3 +298,58 @@ def _imap_ray(fn: Callable[[Any, Any], Any], items: list[Any], setup: Callable[[
             bar.close()
         for w in workers:
             ray.kill(w)
+
+
+class WorkerMeter:
+    """Meters one item's LLM calls in a worker: a fresh ledger (and call log) whose counts
+    travel back with the result, for :func:`absorb_usage` to add to the stage's ledgers, so
+    a Ray run's ledger totals equal a local run's."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        from tl_concepts.llm.ledger import Ledger
+
+        fd, self._sink = tempfile.mkstemp(prefix="tl-concepts-calls-", suffix=".jsonl")
+        import os
+
+        os.close(fd)
+        self.ledger = Ledger(sink=self._sink)
+
+    def wrap(self, llm: Any) -> Any:
+        """``llm`` metered into this item's ledger."""
+        from tl_concepts.llm.ledger import MeteredLLM
+
+        return MeteredLLM(llm, self.ledger)
+
+    def export(self) -> dict[str, Any]:
+        """The item's usage (:meth:`Ledger.to_dict`) and call-log lines; removes the log."""
+        import os
+        from pathlib import Path
+
+        try:
+            lines = Path(self._sink).read_text(encoding="utf-8").splitlines()
+        finally:
+            os.unlink(self._sink)
+        return {"ledger": self.ledger.to_dict(), "lines": lines}
+
+
+def absorb_usage(usage: dict[str, Any], ledgers: Sequence[Any]) -> None:
+    """Add a worker item's usage (:meth:`WorkerMeter.export`) to each distinct ledger (and
+    its call log, when it has one). ``None`` entries are skipped."""
+    seen: set[int] = set()
+    for led in ledgers:
+        if led is None or id(led) in seen:
+            continue
+        seen.add(id(led))
+        led.merge(usage["ledger"])
+        if getattr(led, "sink", None) is not None and usage["lines"]:
+            from pathlib import Path
+
+            sink = Path(led.sink)
+            sink.parent.mkdir(parents=True, exist_ok=True)
+            with open(sink, "a", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in usage["lines"]))
+        for fn in getattr(led, "listeners", []):
+            for _ in usage["lines"]:
+                fn("", None)

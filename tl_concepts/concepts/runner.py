@@ -184,6 +184,7 @@ async def alabel(cs: ConceptSet, cfg: ConceptsConfig, llm: LLM, *, retry_failed:
                  progress: bool = True) -> list[ConceptLabel]:
     """Awaitable :func:`label`."""
     labels = await alabel_concepts(cs, llm, labels_path(cfg, cs, llm), cfg.label, retry_failed=retry_failed,
+                                   executor=cfg.executor, ray_address=cfg.ray_address,
                                    progress=progress)
     if cfg.out or cfg.store:
         cs.save_labels(cfg.out_dir(cs.layer))

@@ -259,7 +259,8 @@ async def _generate_and_map(cfg: DescriptorsConfig, tpl: Any, store: Any, ids: n
     out = Path(cfg.out)
     records = await agenerate_descriptors(sentences, llm, out / "sentences.jsonl", template=tpl,
                                           batch_size=cfg.batch_size, temperature=cfg.temperature,
-                                          retry_failed=cfg.retry_failed, progress=progress)
+                                          retry_failed=cfg.retry_failed, progress=progress,
+                                          executor=cfg.executor, ray_address=cfg.ray_address)
     ok = [r for r in records if r.ok]
     failed = _failed_counts(records)
     provenance = {"store": str(cfg.store), "store_fingerprint": store_fingerprint(store), "hook": cfg.hook,
