@@ -142,7 +142,9 @@ class _BareLLM:
         if self.spec.cache:
             from tl_concepts.llm.cache import CachedLLM
 
-            return CachedLLM(backend, self.spec.cache)
+            from tl_concepts.llm.factory import default_cache_path
+
+            return CachedLLM(backend, default_cache_path() if self.spec.cache is True else self.spec.cache)
         return backend
 
 

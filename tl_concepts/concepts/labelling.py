@@ -167,7 +167,7 @@ def _request(cs: ConceptSet, cid: int, tpl: LabelTemplate, opts: LabelOptions, l
 
 
 def _to_label(req: _Request, res: ChatResult, tpl: LabelTemplate, opts: LabelOptions, llm: LLM) -> ConceptLabel:
-    base = dict(concept_id=req.concept.id, template=tpl.name, template_version=tpl.version,
+    base: dict[str, Any] = dict(concept_id=req.concept.id, template=tpl.name, template_version=tpl.version,
                 model=res.model or llm.model, backend=res.backend or llm.name,
                 words_as=opts.words_as, n_context=req.n_context, key=req.key, members_fp=req.members_fp)
     if not res.ok:

@@ -165,7 +165,7 @@ def records_by_key(path: str | os.PathLike) -> dict[str, SentenceDescriptors]:
 def to_record(sid: int, text: str, res: ChatResult, template: DescriptorTemplate, llm: LLM,
               key: str = "") -> SentenceDescriptors:
     """Turn an LLM answer into a record (failures stay failures, a cut-off answer is ``truncated``)."""
-    base = dict(sentence=int(sid), text=text, model=res.model or llm.model, backend=res.backend or llm.name,
+    base: dict[str, Any] = dict(sentence=int(sid), text=text, model=res.model or llm.model, backend=res.backend or llm.name,
                 template=template.name, template_version=template.version, key=key)
     if not res.ok:
         f = res.failure

@@ -204,7 +204,7 @@ def describe_neurons(records: list[SentenceDescriptors], activations: np.ndarray
     a = activations[rows]
     tags = vocab.tag_matrix([r.descriptors for r in ok])
     cal, val = split_halves(len(ok), cfg.seed, min_half=cfg.top_k)
-    kw = dict(top_k=cfg.top_k, composition_threshold=cfg.composition_threshold, min_lift=cfg.min_lift,
+    kw: dict[str, Any] = dict(top_k=cfg.top_k, composition_threshold=cfg.composition_threshold, min_lift=cfg.min_lift,
               min_support=cfg.min_support)
     return map_neurons(a, tags, cal, **kw), map_neurons(a, tags, val, **kw), rows
 

@@ -54,12 +54,12 @@ def _fmt(iv: Interval | None) -> str:
 def failure_kinds(d: dict[str, Any]) -> list[str]:
     """The LLM failure kinds recorded in a unit file (explanation failures, then failed
     simulations), for the LLM explanation and the baseline."""
-    kinds: list[str] = []
+    kinds: list[str | None] = []
     for part in ("llm", "baseline"):
         ev = d.get(part) or {}
         kinds.append(((ev.get("explanation") or {}).get("failure") or {}).get("kind"))
         kinds += [x.get("kind") for x in ev.get("failures") or [] if isinstance(x, dict)]
-    return [k for k in kinds if k]
+    return [str(k) for k in kinds if k]
 
 
 FAILED_STATUSES = frozenset({"explanation_failed", "simulation_failed"})
@@ -206,9 +206,9 @@ class UnitExplanation:
             for suffix, v in (("", iv.value if iv else None), ("_low", iv.low if iv else None),
                               ("_high", iv.high if iv else None)):
                 out[name + suffix] = None if v is None or math.isnan(v) else float(v)
-        v = self.verdict or {}
-        out.update(baseline_explanation=self.baseline_explanation, verdict=v.get("label"),
-                   beats_chance=v.get("beats_chance"), beats_baseline=v.get("beats_baseline"),
+        verdict = self.verdict or {}
+        out.update(baseline_explanation=self.baseline_explanation, verdict=verdict.get("label"),
+                   beats_chance=verdict.get("beats_chance"), beats_baseline=verdict.get("beats_baseline"),
                    max_activation=self.max_activation, n_activating=self.n_activating,
                    message=self.message)
         return out

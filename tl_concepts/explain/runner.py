@@ -183,8 +183,8 @@ async def _evaluate(
         out["failures"] = [s.to_dict()["failure"] for s in failed[:5]]
         out["n_failed_simulations"] = len(failed)
         return out
-    raw = [s.activations for s in test_sims]
-    calibration = (LinearCalibration.fit(cal, [s.activations for s in cal_sims])
+    raw = [_activations(s) for s in test_sims]
+    calibration = (LinearCalibration.fit(cal, [_activations(s) for s in cal_sims])
                    if cal_sims else LinearCalibration())
     calibrated = [calibration.apply(a) for a in raw]
     scores: dict[str, Any] = {"all": _scores(test, raw, calibrated, cfg)}
@@ -201,14 +201,21 @@ async def _evaluate(
     return out
 
 
+def _activations(sim: Any) -> list[float]:
+    """A successful simulation's activations (failed ones were handled before)."""
+    if sim.activations is None:
+        raise ValueError("a simulation without activations was taken for a successful one")
+    return list(sim.activations)
+
+
 def _scores(test: Sequence[ActivationRecord], raw: Sequence[Sequence[float]],
             calibrated: Sequence[Sequence[float]], cfg: ExplainConfig) -> dict[str, Any]:
     """Correlation of the raw simulation (0..10 expected values: correlation ignores the
     scale); r-squared and absolute deviation explained (neuron-explainer's uncentred
     definitions, and the centred variants under their own names) of the calibrated one."""
-    kw = dict(n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-    s_raw, s_cal = score(test, raw, **kw), score(test, calibrated, **kw)
-    out = {"correlation": s_raw.correlation.to_dict()}
+    s_raw = score(test, raw, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    s_cal = score(test, calibrated, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    out: dict[str, Any] = {"correlation": s_raw.correlation.to_dict()}
     for name in ("rsquared", "absolute_dev_explained", "rsquared_centred", "absolute_dev_explained_centred"):
         out[name] = getattr(s_cal, name).to_dict()
     out.update(n_records=s_raw.n_records, n_tokens=s_raw.n_tokens)
@@ -289,7 +296,7 @@ async def explain_unit(
     if cfg.baseline:
         res["baseline"] = evals[1]
         table = await lookup.simulator(unit).asimulate_many("", [r.tokens for r in test])
-        table_sims = [x.activations for x in table]
+        table_sims = [_activations(x) for x in table]
         s = score(test, table_sims, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
         res["lookup_table"] = {"correlation": s.correlation.to_dict(), "n_tokens": s.n_tokens}
     base_sims = res["baseline"].pop("_test_sims", None) if cfg.baseline else None
@@ -301,7 +308,7 @@ async def explain_unit(
 
 
 def _normalise_sources(units: Iterable[UnitSource]) -> list[tuple[str, Union[UnitRecords, Callable[[], UnitRecords]]]]:
-    out = []
+    out: list[tuple[str, Union[UnitRecords, Callable[[], UnitRecords]]]] = []
     for u in units:
         if isinstance(u, UnitRecords):
             out.append((unit_key(u.hook, u.unit), u))
@@ -314,6 +321,11 @@ def _normalise_sources(units: Iterable[UnitSource]) -> list[tuple[str, Union[Uni
     return out
 
 
+NOT_INPUTS = ("out_dir", "progress", "max_units_in_flight", "executor", "ray_address")
+"""Settings that do not change a unit's result (where and how fast it runs): not in its input key,
+so a Ray run resumes a local one and vice versa."""
+
+
 def unit_inputs(unit: UnitRecords, explainer_llm: LLM, simulator_llm: LLM | None,
                 config: ExplainConfig) -> dict[str, Any]:
     """Everything that determines a unit's result, as fingerprints and names.
@@ -323,7 +335,7 @@ def unit_inputs(unit: UnitRecords, explainer_llm: LLM, simulator_llm: LLM | None
     simulator LLMs (backend, model, endpoint, weights) and the scoring settings.
     """
     settings = {k: v for k, v in asdict(config).items()
-                if k not in ("out_dir", "progress", "max_units_in_flight")}
+                if k not in NOT_INPUTS}
     sim = simulator_llm or explainer_llm
     return {
         "records": fingerprint(unit),
@@ -410,7 +422,8 @@ async def _explain_metered(unit: UnitRecords, key: str, ex_meter: MeteredLLM, si
         res = {"version": RESULT_VERSION, "hook": unit.hook, "unit": unit.unit, "status": "error",
                "message": f"{type(e).__name__}: {e}"}
     res["llm_usage"] = {"explainer": _stage_usage(ex_meter.ledger, key),
-                        **({"simulator": _stage_usage(sim_meter.ledger, f"{key}#simulator")} if sim else {})}
+                        **({"simulator": _stage_usage(sim_meter.ledger, f"{key}#simulator")}
+                           if sim_meter is not None else {})}
     return res
 
 

@@ -64,6 +64,7 @@ class Limiter:
         self.max_concurrency = int(max_concurrency)
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
+        self.burst_seconds = burst_seconds
         self._rpm = _Bucket(requests_per_minute, burst_seconds) if requests_per_minute else None
         self._tpm = _Bucket(tokens_per_minute, burst_seconds) if tokens_per_minute else None
         self._sems: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
@@ -78,7 +79,8 @@ class Limiter:
     def __getstate__(self) -> dict[str, object]:
         # A limiter travels to Ray workers as its settings (and the shared budget's handle).
         return {"max_concurrency": self.max_concurrency, "requests_per_minute": self.requests_per_minute,
-                "tokens_per_minute": self.tokens_per_minute, "budget": self.budget}
+                "tokens_per_minute": self.tokens_per_minute, "burst_seconds": self.burst_seconds,
+                "budget": self.budget}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         budget = state.pop("budget")
@@ -159,15 +161,17 @@ def shared_budget_limiter(limiter: Limiter, endpoint: str, ray_address: str | No
     Example:
         >>> lim = shared_budget_limiter(Limiter(8, requests_per_minute=600), "http://x/v1")  # doctest: +SKIP
     """
-    out = Limiter(limiter.max_concurrency, limiter.requests_per_minute, limiter.tokens_per_minute)
+    out = Limiter(limiter.max_concurrency, limiter.requests_per_minute, limiter.tokens_per_minute,
+                  limiter.burst_seconds)
     if not (limiter.requests_per_minute or limiter.tokens_per_minute):
         return out
     from tl_concepts.executor import ensure_ray
 
     ray = ensure_ray(ray_address)
-    name = f"tl-concepts-budget:{endpoint}:{limiter.requests_per_minute}:{limiter.tokens_per_minute}"
+    name = (f"tl-concepts-budget:{endpoint}:{limiter.requests_per_minute}:{limiter.tokens_per_minute}:"
+            f"{limiter.burst_seconds}")
     actor = ray.remote(num_cpus=0)(SharedBudget).options(name=name, get_if_exists=True)
-    out.budget = actor.remote(limiter.requests_per_minute, limiter.tokens_per_minute)
+    out.budget = actor.remote(limiter.requests_per_minute, limiter.tokens_per_minute, limiter.burst_seconds)
     return out
 
 
