@@ -247,3 +247,88 @@ def test_ray_workers_share_one_requests_per_minute_budget(ray_cluster, tmp_path)
         times = sorted(r["time"] for r in srv.posts("/chat/completions"))
     assert all(r.ok for r in recs) and len(times) == 10
     assert times[-1] - times[0] >= 9 / 4 - 0.2
+
+
+# ------------------------------------------------------------------ real interruptions
+CRASH_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.explain.explain_fakes import RuleLLM, planted_unit
+from tl_concepts.explain.runner import ExplainConfig, run_explain
+units = [planted_unit("weekday", unit=i, seed=i + 1) for i in range(4)]
+run_explain(units, RuleLLM(), ExplainConfig(out_dir=sys.argv[1], n_bootstrap=20, progress=False))
+"""
+
+
+def test_explain_killed_locally_resumes_on_ray(ray_cluster, tmp_path):
+    """kill -9 after the second unit file of a local run; the Ray rerun asks only for the other
+    two units and ends with the files of an uninterrupted run."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT.format(root=str(root)))
+    out = tmp_path / "killed"
+    env = dict(os.environ, TL_CONCEPTS_CRASH_AT="explain.unit:2")
+    crashed = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert crashed.returncode == 137, crashed.stderr
+    assert len(list((out / "units").glob("*.json"))) == 2
+    saved = {p.stem for p in (out / "units").glob("*.json")}
+    n_before = len(_calls(out))  # includes the calls of the units in flight when killed
+    run_explain(UNITS, RuleLLM(), _cfg(out, "ray"))
+    clean = tmp_path / "clean"
+    run_explain(UNITS, RuleLLM(), _cfg(clean))
+    assert _units(out) == _units(clean)
+    # the rerun made exactly the calls of the two unfinished units, none for the saved ones
+    rerun = _calls(out)[n_before:]
+    assert {c["unit"].split("#")[0] for c in rerun}.isdisjoint(saved)
+    assert len(rerun) == sum(1 for c in _calls(clean) if c["unit"].split("#")[0] not in saved)
+
+
+def _revoke_after(srv, n, reply):
+    """A responder that answers ``n`` requests, then revokes the key (the next ones get 401)."""
+    def respond(request):
+        if len(srv.posts("/chat/completions")) >= n:
+            srv.api_key = "sk-revoked"
+        return reply(request)
+    return respond
+
+
+def test_labels_stopped_on_ray_keep_what_finished_and_resume_locally(ray_cluster, tmp_path):
+    opts = LabelOptions(template="label-general", batch_size=2)
+    with OpenAIStandin(api_key="sk-test") as srv:
+        srv.responder = label_reply
+        clean = label_concepts(flat_set(), _llm(srv, Ledger()), tmp_path / "clean.jsonl", opts, progress=False)
+        srv.requests.clear()
+        srv.responder = _revoke_after(srv, 3, label_reply)
+        with pytest.raises(LLMError):
+            label_concepts(flat_set(), _llm(srv, Ledger()), tmp_path / "a.jsonl", opts, progress=False,
+                           executor="ray")
+        saved = LabelStore(tmp_path / "a.jsonl").records
+        assert 1 <= len(saved) <= 4 and all(lab.accepted for lab in saved.values())
+        srv.api_key, srv.responder = "sk-test", label_reply
+        before = len(srv.posts("/chat/completions"))
+        resumed = label_concepts(flat_set(), _llm(srv, Ledger()), tmp_path / "a.jsonl", opts, progress=False)
+        assert len(srv.posts("/chat/completions")) - before == 6 - len(saved)
+    assert [r[:4] for r in _label_rows(resumed)] == [r[:4] for r in _label_rows(clean)]
+
+
+def test_descriptors_stopped_on_ray_keep_what_finished_and_resume_locally(ray_cluster, tmp_path):
+    with OpenAIStandin(api_key="sk-test") as srv:
+        srv.responder = descriptor_reply
+        clean = generate_descriptors(SENTENCES, _llm(srv, Ledger()), tmp_path / "clean.jsonl", progress=False)
+        srv.requests.clear()
+        srv.responder = _revoke_after(srv, 2, descriptor_reply)
+        with pytest.raises(LLMError):
+            generate_descriptors(SENTENCES, _llm(srv, Ledger()), tmp_path / "a.jsonl", progress=False,
+                                 executor="ray", batch_size=1)
+        saved = read_records(tmp_path / "a.jsonl")
+        assert 1 <= len(saved) <= 4 and all(r.ok for r in saved.values())
+        srv.api_key, srv.responder = "sk-test", descriptor_reply
+        before = len(srv.posts("/chat/completions"))
+        resumed = generate_descriptors(SENTENCES, _llm(srv, Ledger()), tmp_path / "a.jsonl", progress=False)
+        assert len(srv.posts("/chat/completions")) - before == 5 - len(saved)
+    assert [r[:4] for r in _desc_rows(resumed)] == [r[:4] for r in _desc_rows(clean)]
