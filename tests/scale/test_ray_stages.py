@@ -332,3 +332,51 @@ def test_descriptors_stopped_on_ray_keep_what_finished_and_resume_locally(ray_cl
         resumed = generate_descriptors(SENTENCES, _llm(srv, Ledger()), tmp_path / "a.jsonl", progress=False)
         assert len(srv.posts("/chat/completions")) - before == 5 - len(saved)
     assert [r[:4] for r in _desc_rows(resumed)] == [r[:4] for r in _desc_rows(clean)]
+
+
+def test_explain_on_ray_against_the_openai_standin_adds_up_in_the_callers_ledger(ray_cluster, tmp_path):
+    """The real client rebuilt in each worker: the same explanations and scores, and the same
+    calls per stage in the caller's ledger as a local run. (Requests may differ: each worker's
+    client finds out once how the endpoint gives prompt log-probabilities.)"""
+    units = UNITS[:3]
+    calls = {}
+    with OpenAIStandin(api_key="sk-test") as srv:
+        srv.chat_text = "days of the week."
+        for executor in ("local", "ray"):
+            led = Ledger()
+            llm = get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-test", cache=False, ledger=led)
+            res = run_explain(units, llm, _cfg(tmp_path / executor, executor))
+            assert [r.status for r in res] == ["ok"] * 3
+            calls[executor] = {r.stage: (r.calls, r.failures) for r in led.rows()}
+    strip = {k: {n: {f: v for f, v in d.items() if f != "llm_usage"} for n, d in u.items()}
+             for k, u in (("local", _units(tmp_path / "local")), ("ray", _units(tmp_path / "ray")))}
+    assert strip["ray"] == strip["local"]
+    assert calls["ray"] == calls["local"] and sum(c for c, _ in calls["local"].values()) > 0
+    assert "sk-test" not in (tmp_path / "ray" / "ledger.jsonl").read_text()
+
+
+def _identity(item, llm):
+    return llm.cache_identity()
+
+
+def test_in_process_model_on_ray_workers(ray_cluster, tmp_path):
+    """Each worker loads its own copy of an in-process model: same identity (so the same keys),
+    and a per-unit failure (here the tiny model's 256-token context is too short for the
+    explanation prompt) is recorded on Ray exactly as locally."""
+    from tests.llm.tiny_models import make_tiny_model, make_tiny_tokenizer
+    from tl_concepts.executor import llm_recipe, map_items
+
+    tok = make_tiny_tokenizer()
+    folder = tmp_path / "tiny-llama"
+    make_tiny_model(tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    llm = get_llm(f"in-process:{folder}", cache=False, ledger=Ledger())
+    got = map_items(_identity, [0, 1], setup=llm_recipe(llm), executor="ray", num_workers=2)
+    assert got == [llm.cache_identity()] * 2
+    unit = [planted_unit("weekday", unit=0, seed=1, n_top=3, n_random=3)]
+    kw = dict(detection=False, fuzzing=False, baseline=False, explain_max_tokens=8)
+    local = run_explain(unit, llm, _cfg(tmp_path / "local", **kw))
+    run_explain(unit, llm, _cfg(tmp_path / "ray", "ray", **kw))
+    assert local[0].status == "explanation_failed"
+    assert local[0].raw["llm"]["explanation"]["failure"]["kind"] == "context_overflow"
+    assert _units(tmp_path / "ray") == _units(tmp_path / "local")
