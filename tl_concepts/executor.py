@@ -302,6 +302,17 @@ def _imap_ray(fn: Callable[[Any, Any], Any], items: list[Any], setup: Callable[[
             ray.kill(w)
 
 
+@dataclass
+class Stopped:
+    """What a worker's item returns instead of raising a fatal error (``LLMError``: a wrong
+    key, an unreachable endpoint): the error and the usage of the item's calls
+    (:meth:`WorkerMeter.export`), so the caller counts the calls, as a local run does, and
+    then raises the error."""
+
+    error: BaseException
+    usages: list[Any]
+
+
 class WorkerMeter:
     """Meters one item's LLM calls in a worker: a fresh ledger (and call log) whose counts
     travel back with the result, for :func:`absorb_usage` to add to the stage's ledgers, so
@@ -317,6 +328,7 @@ class WorkerMeter:
 
         os.close(fd)
         self.ledger = Ledger(sink=self._sink)
+        self._exported: dict[str, Any] | None = None
 
     def wrap(self, llm: Any) -> Any:
         """``llm`` metered into this item's ledger."""
@@ -325,15 +337,18 @@ class WorkerMeter:
         return MeteredLLM(llm, self.ledger)
 
     def export(self) -> dict[str, Any]:
-        """The item's usage (:meth:`Ledger.to_dict`) and call-log lines; removes the log."""
+        """The item's usage (:meth:`Ledger.to_dict`) and call-log lines; removes the log
+        (a second call gives the same)."""
         import os
         from pathlib import Path
 
-        try:
-            lines = Path(self._sink).read_text(encoding="utf-8").splitlines()
-        finally:
-            os.unlink(self._sink)
-        return {"ledger": self.ledger.to_dict(), "lines": lines}
+        if self._exported is None:
+            try:
+                lines = Path(self._sink).read_text(encoding="utf-8").splitlines()
+            finally:
+                os.unlink(self._sink)
+            self._exported = {"ledger": self.ledger.to_dict(), "lines": lines}
+        return self._exported
 
 
 def absorb_usage(usage: dict[str, Any], ledgers: Sequence[Any]) -> None:

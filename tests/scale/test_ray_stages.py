@@ -99,6 +99,7 @@ def test_explain_bad_key_on_ray_stops_like_locally(ray_cluster, tmp_path):
                 run_explain(UNITS[:2], llm, _cfg(tmp_path / executor, executor))
             errors[executor] = (type(e.value), e.value.kind)
             assert "sk-wrong" not in str(e.value)
+            assert llm.ledger.usage()["failures"].get("fatal:auth", 0) >= 1  # the refused call is counted
             assert not list((tmp_path / executor / "units").glob("*.json"))
     assert errors["ray"] == errors["local"] and errors["local"][1] == "auth"
 
@@ -177,11 +178,14 @@ def test_labels_bad_key_on_ray_stops_like_locally(ray_cluster, tmp_path):
         srv.responder = label_reply
         kinds = []
         for executor in ("local", "ray"):
+            led = Ledger()
             with pytest.raises(LLMError) as e:
-                label_concepts(flat_set(), _llm(srv, Ledger(), key="sk-wrong"), tmp_path / f"{executor}.jsonl",
+                label_concepts(flat_set(), _llm(srv, led, key="sk-wrong"), tmp_path / f"{executor}.jsonl",
                                LabelOptions(template="label-general"), progress=False, executor=executor)
             kinds.append(e.value.kind)
             assert "sk-wrong" not in str(e.value)
+            assert led.usage()["failures"].get("fatal:auth", 0) >= 1  # the refused call is counted
+            assert not LabelStore(tmp_path / f"{executor}.jsonl").records
         assert kinds == ["auth", "auth"]
 
 
@@ -230,10 +234,13 @@ def test_descriptors_bad_key_on_ray_stops_like_locally(ray_cluster, tmp_path):
     with OpenAIStandin(api_key="sk-right") as srv:
         srv.responder = descriptor_reply
         for executor in ("local", "ray"):
+            led = Ledger()
             with pytest.raises(LLMError) as e:
-                generate_descriptors(SENTENCES, _llm(srv, Ledger(), key="sk-wrong"), tmp_path / "d.jsonl",
+                generate_descriptors(SENTENCES, _llm(srv, led, key="sk-wrong"), tmp_path / "d.jsonl",
                                      progress=False, executor=executor)
             assert e.value.kind == "auth" and "sk-wrong" not in str(e.value)
+            assert led.usage()["failures"].get("fatal:auth", 0) >= 1  # the refused call is counted
+            assert not read_records(tmp_path / "d.jsonl")
 
 
 def test_ray_workers_share_one_requests_per_minute_budget(ray_cluster, tmp_path):

@@ -51,7 +51,7 @@ from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n, revise
 from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, REVISE_TEMPLATE, SIMULATE_TEMPLATE
 from tl_concepts.explain.results import ExplanationResults, load_unit_dicts, unit_store
-from tl_concepts.executor import WorkerMeter, absorb_usage, check_executor, imap_items, llm_recipe
+from tl_concepts.executor import Stopped, WorkerMeter, absorb_usage, check_executor, imap_items, llm_recipe
 from tl_concepts.resultstore import ResultStore
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.verdict import count_verdicts, verdict
@@ -473,16 +473,20 @@ class _RayContext:
 
 
 def _explain_on_worker(item: tuple[str, UnitRecords, ExplainConfig], ctx: tuple[LLM, LLM | None]
-                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None] | Stopped:
     """A Ray task: one unit's result, with the explainer's and simulator's usage."""
     key, unit, config = item
     ex_m, sim_m = WorkerMeter(), (WorkerMeter() if ctx[1] is not None else None)
     try:
         res = run_sync(_explain_metered(unit, key, ex_m.wrap(ctx[0]),
                                         sim_m.wrap(ctx[1]) if sim_m is not None else None, config))
+    except TLConceptsError as e:
+        return Stopped(e, [ex_m.export(), sim_m.export() if sim_m is not None else None])
     finally:
-        ex_usage, sim_usage = ex_m.export(), (sim_m.export() if sim_m is not None else None)
-    return res, ex_usage, sim_usage
+        ex_m.export()
+        if sim_m is not None:
+            sim_m.export()
+    return res, ex_m.export(), sim_m.export() if sim_m is not None else None
 
 
 async def _run_ray(sources: list[tuple[str, Any]], explainer_llm: LLM, simulator_llm: LLM | None,
@@ -508,11 +512,15 @@ async def _run_ray(sources: list[tuple[str, Any]], explainer_llm: LLM, simulator
     ex_ledger, sim_ledger = getattr(explainer_llm, "ledger", None), getattr(simulator_llm, "ledger", None)
 
     def consume() -> None:
-        for i, (res, ex_usage, sim_usage) in imap_items(_explain_on_worker, todo, setup=setup, executor="ray",
-                                                        ray_address=config.ray_address, ordered=False):
+        for i, out in imap_items(_explain_on_worker, todo, setup=setup, executor="ray",
+                                 ray_address=config.ray_address, ordered=False):
+            ex_usage, sim_usage = out.usages if isinstance(out, Stopped) else out[1:]
             absorb_usage(ex_usage, [ledger, ex_ledger])
             if sim_usage is not None:
                 absorb_usage(sim_usage, [ledger, sim_ledger])
+            if isinstance(out, Stopped):
+                raise out.error  # a wrong key, an unreachable endpoint: stops the run, as locally
+            res = out[0]
             key = todo[i][0]
             save(key, *inputs_of[key], res)
 
