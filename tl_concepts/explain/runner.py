@@ -13,11 +13,16 @@ For each unit (a :class:`UnitRecords`), :func:`arun_explain`:
    simulation (0..10 expected values) against the raw activations; r-squared and absolute
    deviation explained use the calibrated simulation against the raw activations;
 4. scores the baseline's own lookup-table prediction (no LLM), and detection / fuzzing;
-5. writes ``units/<hook>.<unit>.json`` atomically (temp file + ``os.replace``).
+5. writes ``units/<unit id>.json`` atomically, through the stages' one results store
+   (:func:`tl_concepts.explain.results.unit_store`, a :class:`tl_concepts.resultstore.ResultStore`).
 
-A rerun skips units whose file exists. LLM calls go through a shared concurrency cap and
-into ``ledger.jsonl`` (no prompt text, no secrets). :func:`summary_table` prints the LLM
-explainer against the baseline.
+A rerun reuses a unit's file only when its ``input_key`` matches the unit's current inputs
+(:func:`unit_inputs`) and it did not fail for a transient reason. With ``executor="ray"`` the
+units run as Ray tasks (each worker rebuilds the LLMs, see
+:func:`tl_concepts.executor.llm_recipe`) and each result is saved as it arrives, with the same
+keys: a Ray run resumes a local one and vice versa. LLM calls are capped by the LLM layer's
+limiter and logged in ``ledger.jsonl`` (no prompt text, no secrets; a Ray worker's calls are
+added as they come back). :func:`summary_table` prints the LLM explainer against the baseline.
 
 Example:
     >>> from tl_concepts.llm import get_llm                          # doctest: +SKIP
