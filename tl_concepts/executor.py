@@ -370,3 +370,43 @@ def absorb_usage(usage: dict[str, Any], ledgers: Sequence[Any]) -> None:
         for fn in getattr(led, "listeners", []):
             for _ in usage["lines"]:
                 fn("", None)
+
+
+def _chat_on_worker(item: tuple[str, str, list[Any], float, int], llm: Any) -> Any:
+    """A Ray task: one chat request tagged ``unit``/``stage``, metered in the worker; returns
+    ``(result, usage, exported)`` or :class:`Stopped` on a fatal LLM error."""
+    from tl_concepts._sync import run_sync
+    from tl_concepts.errors import LLMError
+
+    unit, stage, messages, temperature, max_tokens = item
+    meter = WorkerMeter()
+    try:
+        view = meter.wrap(llm).tagged(unit=unit, stage=stage)
+        res = run_sync(view.achat(messages, temperature=temperature, max_tokens=max_tokens, stage=stage))
+    except LLMError as e:
+        return Stopped(e, [meter.export()])
+    finally:
+        meter.export()
+    return res, view.usage(), meter.export()
+
+
+def imap_chats(llm: Any, requests: Sequence[tuple[str, str, list[Any], float, int]], *,
+               ray_address: str | None = None) -> Iterator[tuple[int, Any, dict[str, Any]]]:
+    """Chat requests ``(unit, stage, messages, temperature, max_tokens)`` as Ray tasks; yields
+    ``(index, ChatResult, usage of that request)`` as each finishes. Each worker rebuilds
+    ``llm`` (:func:`llm_recipe`); the workers' calls are added to ``llm.ledger`` (when it has
+    one). A fatal LLM error stops the iteration and is raised here, as a local call raises it.
+
+    Example:
+        >>> for i, res, usage in imap_chats(llm, [("concept:3", "concepts.label", msgs, 0.0, 20)]):  # doctest: +SKIP
+        ...     print(i, res.text, usage["requests"])
+    """
+    ledger = getattr(llm, "ledger", None)
+    for i, out in imap_items(_chat_on_worker, requests, setup=llm_recipe(llm, ray_address), executor="ray",
+                             ray_address=ray_address, ordered=False):
+        if isinstance(out, Stopped):
+            absorb_usage(out.usages[0], [ledger])
+            raise out.error
+        res, usage, exported = out
+        absorb_usage(exported, [ledger])
+        yield i, res, usage

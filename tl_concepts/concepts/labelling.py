@@ -51,7 +51,7 @@ from tl_concepts._sync import run_sync
 from tl_concepts.crash import crashpoint
 from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
-from tl_concepts.executor import Stopped, WorkerMeter, absorb_usage, check_executor, imap_items, llm_recipe
+from tl_concepts.executor import check_executor, imap_chats
 from tl_concepts.llm.base import LLM, ChatResult, Message
 from tl_concepts.llm.ledger import merge_usage
 from tl_concepts.resultstore import ResultStore, needs_compute
@@ -251,35 +251,15 @@ async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | st
     return sorted(result, key=lambda r: r.concept_id)
 
 
-def _ask_on_worker(item: tuple[int, list[Message], float, int], llm: LLM
-                   ) -> tuple[ChatResult, dict[str, Any], dict[str, Any]] | Stopped:
-    """A Ray task: one concept's labelling request, metered in the worker."""
-    cid, messages, temperature, max_tokens = item
-    meter = WorkerMeter()
-    try:
-        view = meter.wrap(llm).tagged(unit=f"concept:{cid}", stage=LABEL_STAGE)
-        res = run_sync(view.achat(messages, temperature=temperature, max_tokens=max_tokens, stage=LABEL_STAGE))
-    except LLMError as e:
-        return Stopped(e, [meter.export()])
-    finally:
-        meter.export()
-    return res, view.usage(), meter.export()
-
-
 def _label_on_ray(todo: list[int], reqs: dict[int, _Request], found: dict[int, ConceptLabel], st: LabelStore | None,
                   llm: LLM, tpl: LabelTemplate, opts: LabelOptions, max_tokens: int, ray_address: str | None,
                   bar: Any) -> None:
     """Concepts as Ray tasks; labels saved per ``batch_size`` finished (and when stopping)."""
-    items = [(cid, reqs[cid].messages, float(opts.temperature), int(max_tokens)) for cid in todo]
+    items = [(f"concept:{cid}", LABEL_STAGE, reqs[cid].messages, float(opts.temperature), int(max_tokens))
+             for cid in todo]
     pending: list[ConceptLabel] = []
     try:
-        for i, out in imap_items(_ask_on_worker, items, setup=llm_recipe(llm, ray_address),
-                                 executor="ray", ray_address=ray_address, ordered=False):
-            if isinstance(out, Stopped):
-                absorb_usage(out.usages[0], [getattr(llm, "ledger", None)])
-                raise out.error  # a fatal LLM error stops labelling, as locally
-            res, usage, exported = out
-            absorb_usage(exported, [getattr(llm, "ledger", None)])
+        for i, res, usage in imap_chats(llm, items, ray_address=ray_address):  # a fatal LLM error stops here
             cid = todo[i]
             lab = _to_label(reqs[cid], res, tpl, opts, llm)
             before = found.get(cid)

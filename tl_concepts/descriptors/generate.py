@@ -51,8 +51,8 @@ from tl_concepts._sync import run_sync
 from tl_concepts.crash import crashpoint
 from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
-from tl_concepts.executor import Stopped, WorkerMeter, absorb_usage, check_executor, imap_items, llm_recipe
-from tl_concepts.llm.base import LLM, ChatResult, Message
+from tl_concepts.executor import check_executor, imap_chats
+from tl_concepts.llm.base import LLM, ChatResult
 from tl_concepts.llm.ledger import merge_usage
 from tl_concepts.resultstore import ResultStore, needs_compute
 
@@ -229,17 +229,11 @@ async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: st
         return finish(sid, res, view.usage())
 
     def on_ray() -> None:
-        items = [(sid, template.render(sentences[sid]), float(temperature), int(template.max_tokens))
-                 for sid in todo]
+        items = [(f"sentence:{sid}", DESCRIPTOR_STAGE, template.render(sentences[sid]), float(temperature),
+                  int(template.max_tokens)) for sid in todo]
         pending: list[SentenceDescriptors] = []
         try:
-            for i, out in imap_items(_ask_on_worker, items, setup=llm_recipe(llm, ray_address),
-                                     executor="ray", ray_address=ray_address, ordered=False):
-                if isinstance(out, Stopped):
-                    absorb_usage(out.usages[0], [getattr(llm, "ledger", None)])
-                    raise out.error  # a fatal LLM error stops the stage, as locally
-                res, usage, exported = out
-                absorb_usage(exported, [getattr(llm, "ledger", None)])
+            for i, res, usage in imap_chats(llm, items, ray_address=ray_address):  # a fatal LLM error stops here
                 pending.append(finish(todo[i], res, usage))
                 if len(pending) >= batch_size:
                     save(pending)
@@ -264,21 +258,6 @@ async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: st
         bar.close()
     return [dataclasses.replace(done[keys[s]], sentence=int(s), text=sentences[s], usage=dict(done[keys[s]].usage))
             for s in sentences]
-
-
-def _ask_on_worker(item: tuple[int, list[Message], float, int], llm: LLM
-                   ) -> tuple[ChatResult, dict[str, Any], dict[str, Any]] | Stopped:
-    """A Ray task: one sentence's request, metered in the worker."""
-    sid, messages, temperature, max_tokens = item
-    meter = WorkerMeter()
-    try:
-        view = meter.wrap(llm).tagged(unit=f"sentence:{sid}", stage=DESCRIPTOR_STAGE)
-        res = run_sync(view.achat(messages, temperature=temperature, max_tokens=max_tokens, stage=DESCRIPTOR_STAGE))
-    except LLMError as e:
-        return Stopped(e, [meter.export()])
-    finally:
-        meter.export()
-    return res, view.usage(), meter.export()
 
 
 def generate_descriptors(sentences: Mapping[int, str], llm: LLM, path: str | os.PathLike | None = None,
