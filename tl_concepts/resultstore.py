@@ -17,9 +17,12 @@ Two layouts of the same records:
 
 * ``files`` (a folder): one ``<item id>.json`` per item, written as each item finishes
   (explanations: ``units/<unit id>.json``, read by the report and the hub);
-* ``lines`` (a ``.jsonl`` file): one record per line, sorted by item id, the whole file
-  rewritten atomically on :meth:`ResultStore.flush` (labels, descriptors: many small items,
-  flushed per batch). A torn or foreign line is skipped on reading.
+* ``lines`` (a ``.jsonl`` file): one record per line (labels, descriptors: many small
+  items). :meth:`ResultStore.flush` appends the new records (fsynced; a torn last line left
+  by a crash is closed off first and skipped on reading; the last line of an item wins);
+  :meth:`ResultStore.compact` rewrites the file atomically, one line per item sorted by id
+  (the stages call it when they finish, so a file does not depend on the order in which
+  items finished, e.g. on Ray).
 
 Example:
     >>> import tempfile, os
@@ -83,7 +86,8 @@ class ResultStore:
         self.ignored = 0
         """Lines read without an item id or input key (older formats): never served."""
         self._lines: dict[str, Record] = {}
-        self._dirty = False
+        self._pending: list[Record] = []
+        self._n_read = 0
         if self.layout == "lines":
             self._read_lines()
 
@@ -94,6 +98,7 @@ class ResultStore:
         for line in self.path.read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
+            self._n_read += 1
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
@@ -168,7 +173,7 @@ class ResultStore:
     # -- writing
     def put(self, record: Record, *, flush: bool = True) -> None:
         """Store ``record`` (it needs its item id and input key). ``files``: written at once;
-        ``lines``: kept and written on :meth:`flush` (at once with ``flush=True``)."""
+        ``lines``: appended on :meth:`flush` (at once with ``flush=True``)."""
         item_id, key = record.get(self.id_field), record.get(self.key_field)
         if not item_id or not key:
             raise ValueError(f"a stored result needs its {self.id_field!r} and {self.key_field!r}")
@@ -176,7 +181,7 @@ class ResultStore:
             write_json(self.file(str(item_id)), record, **self.dumps)
             return
         self._lines[str(item_id)] = record
-        self._dirty = True
+        self._pending.append(record)
         if flush:
             self.flush()
 
@@ -191,17 +196,39 @@ class ResultStore:
         if self.layout == "files":
             self.file(item_id).unlink(missing_ok=True)
         elif self._lines.pop(str(item_id), None) is not None:
-            self._dirty = True
-            self.flush()
+            self._pending = [r for r in self._pending if str(r[self.id_field]) != str(item_id)]
+            self.compact()
 
     def flush(self) -> None:
-        """Write pending ``lines`` records (the whole file, atomically, sorted by id; lines
-        without a key are dropped). No-op for ``files``."""
-        if self.layout != "lines" or not self._dirty:
+        """Append the pending ``lines`` records (fsynced). No-op for ``files``."""
+        if self.layout != "lines" or not self._pending:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn = False
+        if self.path.exists() and self.path.stat().st_size:
+            with self.path.open("rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"  # an interrupted write left half a line: close it off
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(("\n" if torn else "") + "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                    for r in self._pending))
+            f.flush()
+            os.fsync(f.fileno())
+        self._n_read += len(self._pending)
+        self._pending = []
+
+    def compact(self) -> None:
+        """Rewrite a ``lines`` file atomically: one line per item, sorted by id (older lines of
+        an item, torn lines and lines without a key are dropped). No-op when already so."""
+        if self.layout != "lines":
+            return
+        self.flush()
+        if self._n_read == len(self._lines) and list(self._lines) == sorted(self._lines):
             return
         text = "".join(json.dumps(self._lines[k], ensure_ascii=False) + "\n" for k in sorted(self._lines))
         write_text(self.path, text)
-        self._dirty = False
+        self._lines = {k: self._lines[k] for k in sorted(self._lines)}
+        self._n_read = len(self._lines)
 
     def __repr__(self) -> str:
         return f"ResultStore({str(self.path)!r}, {self.layout}, {len(self)} records)"

@@ -45,18 +45,25 @@ def test_needs_compute():
     assert needs_compute({"status": "x", "kind": "unparseable"}, failed, retry_failed=True)
 
 
-def test_lines_skip_torn_and_keyless_lines_and_write_sorted_on_flush(tmp_path):
+def test_lines_append_skip_torn_and_keyless_lines_and_compact_sorted(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"id": "z", "input_key": "k", "status": "ok"}) + "\n"
                     + json.dumps({"id": "old", "status": "ok"}) + "\n" + '{"id": "y", "inpu')
     st = ResultStore(path, failed=failed)
     assert st.ids() == ["z"] and st.ignored == 1
     st.put({"id": "m", "input_key": "k", "status": "ok"}, flush=False)
-    assert "m" not in path.read_text()  # kept until flushed
-    st.flush()
+    assert '"m"' not in path.read_text()  # kept until flushed
+    st.flush()  # appended after the torn line, which is closed off
+    assert ResultStore(path, failed=failed).ids() == ["m", "z"]
+    st.put({"id": "z", "input_key": "k2", "status": "ok"})  # a newer answer for z: the last line wins
+    assert ResultStore(path, failed=failed).get("z", "k2") is not None
+    st.compact()
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert [x["id"] for x in lines] == ["m", "z"]  # sorted; the torn and keyless lines are gone
-    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temp file
+    assert [(x["id"], x["input_key"]) for x in lines] == [("m", "k"), ("z", "k2")]  # one sorted line per item
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic rewrite left no temp file
+    before = path.stat().st_mtime_ns
+    ResultStore(path, failed=failed).compact()  # already compact: not rewritten
+    assert path.stat().st_mtime_ns == before
 
 
 def test_unit_files_one_reader(tmp_path):

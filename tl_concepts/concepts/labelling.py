@@ -128,7 +128,7 @@ class LabelStore:
         return ConceptLabel.from_dict(d) if d is not None else None
 
     def add(self, labels: Iterable[ConceptLabel]) -> None:
-        """Add labels and rewrite the file atomically."""
+        """Add labels (appended to the file, fsynced; the stage compacts it when it finishes)."""
         self.store.put_many([lab.to_dict() for lab in labels])
 
     def labels(self, template: str | None = None) -> list[ConceptLabel]:
@@ -246,6 +246,8 @@ async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | st
                 crashpoint("labels.batch")
     finally:
         bar.close()
+        if st is not None:
+            st.store.compact()  # one sorted line per label, whatever order they finished in
     result = [found[cid] for cid in wanted if cid in found]
     concepts.add_labels(result)
     return sorted(result, key=lambda r: r.concept_id)

@@ -256,6 +256,8 @@ async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: st
                 crashpoint("descriptors.batch")
     finally:
         bar.close()
+        if store is not None:
+            store.compact()  # one sorted line per answer, whatever order they finished in
     return [dataclasses.replace(done[keys[s]], sentence=int(s), text=sentences[s], usage=dict(done[keys[s]].usage))
             for s in sentences]
 
