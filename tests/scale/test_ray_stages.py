@@ -371,7 +371,8 @@ def test_in_process_model_on_ray_workers(ray_cluster, tmp_path):
     and a per-unit failure (here the tiny model's 256-token context is too short for the
     explanation prompt) is recorded on Ray exactly as locally."""
     from tests.llm.tiny_models import make_tiny_model, make_tiny_tokenizer
-    from tl_concepts.executor import llm_recipe, map_items
+    from tl_concepts.executor import map_items
+    from tl_concepts.llm.workers import llm_recipe
 
     tok = make_tiny_tokenizer()
     folder = tmp_path / "tiny-llama"

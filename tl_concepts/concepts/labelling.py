@@ -51,7 +51,8 @@ from tl_concepts._sync import run_sync
 from tl_concepts.crash import crashpoint
 from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
-from tl_concepts.executor import check_executor, imap_chats
+from tl_concepts.executor import check_executor
+from tl_concepts.llm.workers import imap_chats
 from tl_concepts.llm.base import LLM, ChatResult, Message
 from tl_concepts.llm.ledger import merge_usage
 from tl_concepts.resultstore import ResultStore, needs_compute
@@ -289,7 +290,7 @@ def label_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | str | os.
     Returns the labels of the requested concepts (old and new) and attaches them to
     ``concepts``. ``retry_failed=True`` asks again for every label that was not accepted.
     ``executor="ray"`` asks for the labels as Ray tasks (each worker with its own LLM client
-    or model, see :func:`tl_concepts.executor.llm_recipe`), same keys and store: either
+    or model, see :func:`tl_concepts.llm.workers.llm_recipe`), same keys and store: either
     executor resumes the other.
 
     Example:

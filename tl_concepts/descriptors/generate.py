@@ -51,7 +51,8 @@ from tl_concepts._sync import run_sync
 from tl_concepts.crash import crashpoint
 from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
-from tl_concepts.executor import check_executor, imap_chats
+from tl_concepts.executor import check_executor
+from tl_concepts.llm.workers import imap_chats
 from tl_concepts.llm.base import LLM, ChatResult
 from tl_concepts.llm.ledger import merge_usage
 from tl_concepts.resultstore import ResultStore, needs_compute

@@ -19,7 +19,7 @@ For each unit (a :class:`UnitRecords`), :func:`arun_explain`:
 A rerun reuses a unit's file only when its ``input_key`` matches the unit's current inputs
 (:func:`unit_inputs`) and it did not fail for a transient reason. With ``executor="ray"`` the
 units run as Ray tasks (each worker rebuilds the LLMs, see
-:func:`tl_concepts.executor.llm_recipe`) and each result is saved as it arrives, with the same
+:func:`tl_concepts.llm.workers.llm_recipe`) and each result is saved as it arrives, with the same
 keys: a Ray run resumes a local one and vice versa. LLM calls are capped by the LLM layer's
 limiter and logged in ``ledger.jsonl`` (no prompt text, no secrets; a Ray worker's calls are
 added as they come back). :func:`summary_table` prints the LLM explainer against the baseline.
@@ -56,7 +56,8 @@ from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n, revise
 from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, REVISE_TEMPLATE, SIMULATE_TEMPLATE
 from tl_concepts.explain.results import ExplanationResults, load_unit_dicts, unit_store
-from tl_concepts.executor import Stopped, WorkerMeter, absorb_usage, check_executor, imap_items, llm_recipe
+from tl_concepts.executor import check_executor, imap_items
+from tl_concepts.llm.workers import Stopped, WorkerMeter, absorb_usage, llm_recipe
 from tl_concepts.resultstore import ResultStore
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.verdict import count_verdicts, verdict
