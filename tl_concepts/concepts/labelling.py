@@ -39,12 +39,11 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -52,10 +51,13 @@ from tl_concepts._sync import run_sync
 from tl_concepts.crash import crashpoint
 from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
-from tl_concepts.llm.base import LLM, ChatResult, Message, is_transient
+from tl_concepts.executor import check_executor
+from tl_concepts.llm.workers import imap_chats
+from tl_concepts.llm.base import LLM, ChatResult, Message
 from tl_concepts.llm.ledger import merge_usage
+from tl_concepts.resultstore import ResultStore, needs_compute
 
-from .model import ACCEPTED, Concept, ConceptLabel, ConceptSet, _atomic_text
+from .model import ACCEPTED, Concept, ConceptLabel, ConceptSet
 from .prompts import TEMPLATES, LabelTemplate, default_template, label_gate
 
 log = logging.getLogger("tl_concepts.concepts")
@@ -94,42 +96,41 @@ def llm_identity(llm: LLM) -> dict:
     return dict(llm.cache_identity())
 
 
+def label_failed(d: dict[str, Any]) -> list[str] | None:
+    """None for an accepted label, else why it failed (its reason): the
+    :class:`~tl_concepts.resultstore.ResultStore` failure rule of labels."""
+    return None if d.get("status") == ACCEPTED else [str(d.get("reason") or d.get("status") or "error")]
+
+
 class LabelStore:
-    """Labels on disk: one JSON line per label, keyed by :attr:`ConceptLabel.key`; atomic rewrites.
+    """Labels on disk: a :class:`~tl_concepts.resultstore.ResultStore` (JSON lines, atomic
+    rewrites) keyed by :attr:`ConceptLabel.key`, the fingerprint of the label's inputs.
 
     A store keeps every label it was given (several clusterings, templates or LLMs may share a
     file); :func:`label_concepts` picks the ones whose key matches the current inputs. Lines
     without a key (written by an older version) are ignored: what produced them is unknown.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.records: dict[str, ConceptLabel] = {}
-        if self.path.exists():
-            ignored = 0
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    lab = ConceptLabel.from_dict(json.loads(line))
-                    if lab.key:
-                        self.records[lab.key] = lab
-                    else:
-                        ignored += 1
-            if ignored:
-                log.warning("%s: %d labels without an input key (older format) are ignored and will be asked again",
-                            self.path, ignored)
+        self.store = ResultStore(self.path, failed=label_failed, id_field="key", key_field="key", layout="lines")
+        if self.store.ignored:
+            log.warning("%s: %d labels without an input key (older format) are ignored and will be asked again",
+                        self.path, self.store.ignored)
+
+    @property
+    def records(self) -> dict[str, ConceptLabel]:
+        """Stored labels by key."""
+        return {str(d["key"]): ConceptLabel.from_dict(d) for d in self.store.records()}
 
     def get(self, key: str) -> ConceptLabel | None:
         """The stored label with this key, if any."""
-        return self.records.get(key)
+        d = self.store.get(key, key)
+        return ConceptLabel.from_dict(d) if d is not None else None
 
     def add(self, labels: Iterable[ConceptLabel]) -> None:
-        """Add labels and rewrite the file atomically."""
-        for lab in labels:
-            if not lab.key:
-                raise ValueError("a stored label needs its input key")
-            self.records[lab.key] = lab
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_text(self.path, "".join(json.dumps(r.to_dict()) + "\n" for r in self.records.values()))
+        """Add labels (appended to the file, fsynced; the stage compacts it when it finishes)."""
+        self.store.put_many([lab.to_dict() for lab in labels])
 
     def labels(self, template: str | None = None) -> list[ConceptLabel]:
         """Stored labels (of one template when given)."""
@@ -139,11 +140,7 @@ class LabelStore:
 def needs_label(lab: ConceptLabel | None, retry_failed: bool = False) -> bool:
     """True when a concept must be (re)labelled: no label yet, a transient failure, or, with
     ``retry_failed``, any label that was not accepted."""
-    if lab is None:
-        return True
-    if lab.status == ACCEPTED:
-        return False
-    return retry_failed or is_transient(lab.reason)
+    return needs_compute(None if lab is None else lab.to_dict(), label_failed, retry_failed)
 
 
 @dataclass
@@ -171,7 +168,7 @@ def _request(cs: ConceptSet, cid: int, tpl: LabelTemplate, opts: LabelOptions, l
 
 
 def _to_label(req: _Request, res: ChatResult, tpl: LabelTemplate, opts: LabelOptions, llm: LLM) -> ConceptLabel:
-    base = dict(concept_id=req.concept.id, template=tpl.name, template_version=tpl.version,
+    base: dict[str, Any] = dict(concept_id=req.concept.id, template=tpl.name, template_version=tpl.version,
                 model=res.model or llm.model, backend=res.backend or llm.name,
                 words_as=opts.words_as, n_context=req.n_context, key=req.key, members_fp=req.members_fp)
     if not res.ok:
@@ -195,8 +192,10 @@ def _to_label(req: _Request, res: ChatResult, tpl: LabelTemplate, opts: LabelOpt
 
 async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | str | os.PathLike | None = None,
                           options: LabelOptions | None = None, *, ids: Sequence[int] | None = None,
-                          retry_failed: bool = False, progress: bool = True) -> list[ConceptLabel]:
+                          retry_failed: bool = False, progress: bool = True, executor: str = "local",
+                          ray_address: str | None = None) -> list[ConceptLabel]:
     """Awaitable :func:`label_concepts` (for code already inside an event loop)."""
+    check_executor(executor)
     opts = options or LabelOptions()
     name = opts.template or default_template(llm)
     if name not in TEMPLATES:
@@ -228,35 +227,71 @@ async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | st
         return lab
 
     try:
-        for start in range(0, len(todo), opts.batch_size):
-            got = await asyncio.gather(*(one(i) for i in todo[start:start + opts.batch_size]),
-                                       return_exceptions=True)
-            done = [g for g in got if isinstance(g, ConceptLabel)]
-            if st is not None and done:
-                st.add(done)  # what finished is kept even when another request of the batch failed fatally
-            for lab in done:
-                found[int(lab.concept_id)] = lab
-            bar.update(len(done))
-            errors = [g for g in got if isinstance(g, BaseException)]
-            if errors:
-                fatal = next((e for e in errors if isinstance(e, LLMError)), errors[0])
-                raise fatal
-            crashpoint("labels.batch")
+        if executor == "ray":
+            await asyncio.to_thread(_label_on_ray, todo, reqs, found, st, llm, tpl, opts, max_tokens,
+                                    ray_address, bar)
+        else:
+            for start in range(0, len(todo), opts.batch_size):
+                got = await asyncio.gather(*(one(i) for i in todo[start:start + opts.batch_size]),
+                                           return_exceptions=True)
+                done = [g for g in got if isinstance(g, ConceptLabel)]
+                if st is not None and done:
+                    st.add(done)  # what finished is kept even when another request of the batch failed fatally
+                for lab in done:
+                    found[int(lab.concept_id)] = lab
+                bar.update(len(done))
+                errors = [g for g in got if isinstance(g, BaseException)]
+                if errors:
+                    fatal = next((e for e in errors if isinstance(e, LLMError)), errors[0])
+                    raise fatal
+                crashpoint("labels.batch")
     finally:
         bar.close()
+        if st is not None:
+            st.store.compact()  # one sorted line per label, whatever order they finished in
     result = [found[cid] for cid in wanted if cid in found]
     concepts.add_labels(result)
     return sorted(result, key=lambda r: r.concept_id)
 
 
+def _label_on_ray(todo: list[int], reqs: dict[int, _Request], found: dict[int, ConceptLabel], st: LabelStore | None,
+                  llm: LLM, tpl: LabelTemplate, opts: LabelOptions, max_tokens: int, ray_address: str | None,
+                  bar: Any) -> None:
+    """Concepts as Ray tasks; labels saved per ``batch_size`` finished (and when stopping)."""
+    items = [(f"concept:{cid}", LABEL_STAGE, reqs[cid].messages, float(opts.temperature), int(max_tokens))
+             for cid in todo]
+    pending: list[ConceptLabel] = []
+    try:
+        for i, res, usage in imap_chats(llm, items, ray_address=ray_address):  # a fatal LLM error stops here
+            cid = todo[i]
+            lab = _to_label(reqs[cid], res, tpl, opts, llm)
+            before = found.get(cid)
+            lab.usage = merge_usage(before.usage if before is not None else None, usage)
+            found[cid] = lab
+            pending.append(lab)
+            bar.update(1)
+            if len(pending) >= opts.batch_size:
+                if st is not None:
+                    st.add(pending)
+                pending = []
+                crashpoint("labels.batch")
+    finally:
+        if st is not None and pending:
+            st.add(pending)  # what finished is kept when the run stops (a fatal LLM error)
+
+
 def label_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | str | os.PathLike | None = None,
                    options: LabelOptions | None = None, *, ids: Sequence[int] | None = None,
-                   retry_failed: bool = False, progress: bool = True) -> list[ConceptLabel]:
+                   retry_failed: bool = False, progress: bool = True, executor: str = "local",
+                   ray_address: str | None = None) -> list[ConceptLabel]:
     """Label every concept (or ``ids``) of ``concepts``; reuse labels in ``store`` whose inputs
     are unchanged (see the module docstring). Works inside a running event loop too.
 
     Returns the labels of the requested concepts (old and new) and attaches them to
     ``concepts``. ``retry_failed=True`` asks again for every label that was not accepted.
+    ``executor="ray"`` asks for the labels as Ray tasks (each worker with its own LLM client
+    or model, see :func:`tl_concepts.llm.workers.llm_recipe`), same keys and store: either
+    executor resumes the other.
 
     Example:
         >>> labs = label_concepts(cs, llm, "runs/x/labels.jsonl",              # doctest: +SKIP
@@ -265,7 +300,7 @@ def label_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | str | os.
         31
     """
     return run_sync(alabel_concepts(concepts, llm, store, options, ids=ids, retry_failed=retry_failed,
-                                    progress=progress))
+                                    progress=progress, executor=executor, ray_address=ray_address))
 
 
 __all__ = ["LabelOptions", "LabelStore", "alabel_concepts", "label_concepts", "llm_identity", "needs_label"]

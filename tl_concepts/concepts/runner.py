@@ -20,7 +20,7 @@ from tl_concepts.errors import ConfigError
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 
 from tl_concepts.llm.base import LLM
@@ -34,7 +34,7 @@ from .labelling import LabelOptions, alabel_concepts
 from .model import ConceptLabel, ConceptSet, _atomic_text
 from .prompts import default_template
 from .tree import ConceptTree
-from .ward import heldout_agreement, ward
+from .ward import Mode as WardMode, heldout_agreement, ward
 
 
 
@@ -125,16 +125,18 @@ def discover_concepts(cfg: ConceptsConfig, inp: ConceptInput | None = None, *, s
         from dataclasses import replace
 
         cfg = replace(cfg, k=default_k(len(rows)))
-    if cfg.k > len(rows):
+    k: int = cfg.k if cfg.k is not None else default_k(len(rows))
+    if k > len(rows):
         raise ConfigError(
             f"K={cfg.k} concepts asked for but only {len(rows)} word occurrences remain after filtering "
             f"({report.describe()}); lower -k or relax the filters")
     x = inp.representations[rows]
     logger.info("%s occurrences of %s types at %s (d=%s); Ward mode=%s, K=%s", f"{len(rows):,}",
                 f"{report.n_types:,}", inp.hook or f"layer {inp.layer}", inp.dim, cfg.mode, cfg.k)
-    res = ward(x, mode=cfg.mode, k=cfg.k, n_micro=cfg.n_micro, memory_fraction=cfg.memory_fraction, seed=cfg.seed)
+    res = ward(x, mode=cast(WardMode, cfg.mode), k=k, n_micro=cfg.n_micro, memory_fraction=cfg.memory_fraction,
+               seed=cfg.seed)
     tree = ConceptTree(res.linkage, res.leaf_of_point)
-    if cfg.k > tree.n_leaves:
+    if k > tree.n_leaves:
         raise ConfigError(f"K={cfg.k} exceeds the {tree.n_leaves} micro-clusters; raise n_micro")
     meta: dict[str, Any] = {
         "filters": report.to_dict(), "filter_config": asdict(cfg.filters), "mode": res.mode,
@@ -143,11 +145,11 @@ def discover_concepts(cfg: ConceptsConfig, inp: ConceptInput | None = None, *, s
     }
     if res.mode == "micro" and cfg.agreement_sample:
         # the full run's K-partition on held-out subsamples against exact Ward on each subsample
-        agr = heldout_agreement(x, tree.node_of_point_at(cfg.k), cfg.k,
+        agr = heldout_agreement(x, tree.node_of_point_at(k), k,
                                 sample=min(cfg.agreement_sample, len(rows)), seed=cfg.seed)
         meta["agreement"] = agr.to_dict()
     points = {name: [col[i] for i in rows.tolist()] for name, col in inp.words.items()}
-    cs = ConceptSet(points, k=cfg.k, tree=tree, sentences=inp.sentences, layer=inp.layer, hook=inp.hook, meta=meta)
+    cs = ConceptSet(points, k=k, tree=tree, sentences=inp.sentences, layer=inp.layer, hook=inp.hook, meta=meta)
     if save:
         cs.save(cfg.out_dir(inp.layer))
     return cs
@@ -184,6 +186,7 @@ async def alabel(cs: ConceptSet, cfg: ConceptsConfig, llm: LLM, *, retry_failed:
                  progress: bool = True) -> list[ConceptLabel]:
     """Awaitable :func:`label`."""
     labels = await alabel_concepts(cs, llm, labels_path(cfg, cs, llm), cfg.label, retry_failed=retry_failed,
+                                   executor=cfg.executor, ray_address=cfg.ray_address,
                                    progress=progress)
     if cfg.out or cfg.store:
         cs.save_labels(cfg.out_dir(cs.layer))

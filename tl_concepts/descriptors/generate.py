@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -52,8 +51,11 @@ from tl_concepts._sync import run_sync
 from tl_concepts.crash import crashpoint
 from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
-from tl_concepts.llm.base import LLM, ChatResult, is_transient
+from tl_concepts.executor import check_executor
+from tl_concepts.llm.workers import imap_chats
+from tl_concepts.llm.base import LLM, ChatResult
 from tl_concepts.llm.ledger import merge_usage
+from tl_concepts.resultstore import ResultStore, needs_compute
 
 from .prompts import TEMPLATE, DescriptorTemplate
 
@@ -116,26 +118,39 @@ def sentence_key(text: str, template: DescriptorTemplate, llm_identity: Mapping[
                         "llm": dict(llm_identity), "temperature": float(temperature), "max_tokens": int(max_tokens)})
 
 
-def _read_lines(path: Path) -> list[SentenceDescriptors]:
-    if not path.exists():
-        return []
+def descriptor_failed(d: Mapping[str, Any]) -> list[str] | None:
+    """None for an answered sentence, else its failure kind (the
+    :class:`~tl_concepts.resultstore.ResultStore` failure rule of descriptors)."""
+    return None if d.get("status") == "ok" else [str(d.get("status") or "error")]
+
+
+def descriptor_store(path: str | os.PathLike[str]) -> ResultStore:
+    """The answers of ``path`` (JSON lines, one record per distinct input key)."""
+    return ResultStore(path, failed=descriptor_failed, id_field="key", key_field="key", layout="lines")
+
+
+def _from_dict(d: Mapping[str, Any]) -> SentenceDescriptors | None:
     names = {f.name for f in dataclasses.fields(SentenceDescriptors)}
+    if not {"sentence", "text", "status"} <= set(d):
+        return None
+    kw = {k: v for k, v in d.items() if k in names}
+    kw["usage"] = dict(kw.get("usage") or {})  # older lines have none
+    return SentenceDescriptors(**kw)
+
+
+def _read_lines(path: Path) -> list[SentenceDescriptors]:
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # torn line from an interrupted write
-        if isinstance(d, dict) and {"sentence", "text", "status"} <= set(d):
-            kw = {k: v for k, v in d.items() if k in names}
-            kw["usage"] = dict(kw.get("usage") or {})  # older lines have none
-            out.append(SentenceDescriptors(**kw))
+    for d in descriptor_store(path).records():
+        r = _from_dict(d)
+        if r is not None:
+            out.append(r)
     return out
 
 
 def read_records(path: str | os.PathLike, template: DescriptorTemplate | None = None
                  ) -> dict[int, SentenceDescriptors]:
-    """Latest record per sentence id (of ``template`` when given); torn lines are skipped."""
+    """One record per sentence id (of ``template`` when given); torn lines and records
+    without an input key are skipped."""
     out: dict[int, SentenceDescriptors] = {}
     for r in _read_lines(Path(path)):
         if template is None or (r.template, r.template_version) == (template.name, template.version):
@@ -144,29 +159,14 @@ def read_records(path: str | os.PathLike, template: DescriptorTemplate | None = 
 
 
 def records_by_key(path: str | os.PathLike) -> dict[str, SentenceDescriptors]:
-    """Latest record per input key (records without a key, from older versions, are skipped)."""
+    """The record of each input key."""
     return {r.key: r for r in _read_lines(Path(path)) if r.key}
-
-
-def _append(path: Path, recs: list[SentenceDescriptors]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torn = False
-    if path.exists() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"  # an interrupted write left half a line: close it off
-    with path.open("a", encoding="utf-8") as f:
-        if torn:
-            f.write("\n")
-        f.write("".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in recs))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def to_record(sid: int, text: str, res: ChatResult, template: DescriptorTemplate, llm: LLM,
               key: str = "") -> SentenceDescriptors:
     """Turn an LLM answer into a record (failures stay failures, a cut-off answer is ``truncated``)."""
-    base = dict(sentence=int(sid), text=text, model=res.model or llm.model, backend=res.backend or llm.name,
+    base: dict[str, Any] = dict(sentence=int(sid), text=text, model=res.model or llm.model, backend=res.backend or llm.name,
                 template=template.name, template_version=template.version, key=key)
     if not res.ok:
         f = res.failure
@@ -177,21 +177,21 @@ def to_record(sid: int, text: str, res: ChatResult, template: DescriptorTemplate
 
 
 def _reusable(rec: SentenceDescriptors, retry_failed: bool) -> bool:
-    if rec.ok:
-        return True
-    return not is_transient(rec.status) and not retry_failed
+    return not needs_compute(asdict(rec), descriptor_failed, retry_failed)
 
 
 async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: str | os.PathLike | None = None, *,
                                 template: DescriptorTemplate = TEMPLATE, batch_size: int = 16,
                                 temperature: float = 0.0, retry_failed: bool = False,
-                                progress: bool = True) -> list[SentenceDescriptors]:
+                                progress: bool = True, executor: str = "local",
+                                ray_address: str | None = None) -> list[SentenceDescriptors]:
     """Async :func:`generate_descriptors`."""
-    p = Path(path) if path is not None else None
+    check_executor(executor)
+    store = descriptor_store(path) if path is not None else None
     ident = llm.cache_identity()
     keys = {s: sentence_key(t, template, ident, temperature=temperature, max_tokens=template.max_tokens)
             for s, t in sentences.items()}
-    done = records_by_key(p) if p is not None else {}
+    done = {r.key: r for r in (_from_dict(d) for d in store.records()) if r is not None} if store else {}
     todo: list[int] = []
     asked: set[str] = set()
     for s in sentences:
@@ -207,33 +207,58 @@ async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: st
     bar = tqdm(total=len(sentences), initial=len(sentences) - n_todo_sentences, desc="descriptors",
                unit="sentence", disable=not progress)
 
+    def finish(sid: int, res: ChatResult, usage: dict[str, Any]) -> SentenceDescriptors:
+        rec = to_record(sid, sentences[sid], res, template, llm, keys[sid])
+        before = done.get(keys[sid])  # a failed answer to the same inputs that this one replaces
+        rec.usage = merge_usage(before.usage if before is not None else None, usage)
+        return rec
+
+    def save(batch: list[SentenceDescriptors]) -> None:
+        if store is not None and batch:
+            store.put_many([asdict(r) for r in batch])
+        for r in batch:
+            done[r.key] = r
+        answered = {r.key for r in batch}
+        bar.update(sum(1 for s in sentences if keys[s] in answered))
+        n_ok = sum(1 for r in batch if r.ok)
+        bar.set_postfix(batch_ok=n_ok, batch_failed=len(batch) - n_ok)
+
     async def one(sid: int) -> SentenceDescriptors:
         view = llm.tagged(unit=f"sentence:{sid}", stage=DESCRIPTOR_STAGE)  # meters this sentence's call
         res = await view.achat(template.render(sentences[sid]), temperature=temperature,
                                max_tokens=template.max_tokens, stage=DESCRIPTOR_STAGE)
-        rec = to_record(sid, sentences[sid], res, template, llm, keys[sid])
-        before = done.get(keys[sid])  # a failed answer to the same inputs that this one replaces
-        rec.usage = merge_usage(before.usage if before is not None else None, view.usage())
-        return rec
+        return finish(sid, res, view.usage())
+
+    def on_ray() -> None:
+        items = [(f"sentence:{sid}", DESCRIPTOR_STAGE, template.render(sentences[sid]), float(temperature),
+                  int(template.max_tokens)) for sid in todo]
+        pending: list[SentenceDescriptors] = []
+        try:
+            for i, res, usage in imap_chats(llm, items, ray_address=ray_address):  # a fatal LLM error stops here
+                pending.append(finish(todo[i], res, usage))
+                if len(pending) >= batch_size:
+                    save(pending)
+                    pending = []
+                    crashpoint("descriptors.batch")
+        finally:
+            save(pending)  # finished answers are kept when a fatal LLM error stops the stage
 
     try:
-        for start in range(0, len(todo), batch_size):
-            got = await asyncio.gather(*(one(s) for s in todo[start:start + batch_size]), return_exceptions=True)
-            batch = [r for r in got if isinstance(r, SentenceDescriptors)]
-            if p is not None and batch:
-                _append(p, batch)
-            for r in batch:
-                done[r.key] = r
-            errors = [e for e in got if isinstance(e, BaseException)]
-            if errors:  # a fatal LLM error (or a bug) stops the stage; finished answers are saved
-                raise next((e for e in errors if isinstance(e, LLMError)), errors[0])
-            crashpoint("descriptors.batch")
-            answered = {r.key for r in batch}
-            bar.update(sum(1 for s in sentences if keys[s] in answered))
-            n_ok = sum(1 for r in batch if r.ok)
-            bar.set_postfix(batch_ok=n_ok, batch_failed=len(batch) - n_ok)
+        if executor == "ray":
+            await asyncio.to_thread(on_ray)
+        else:
+            for start in range(0, len(todo), batch_size):
+                got = await asyncio.gather(*(one(s) for s in todo[start:start + batch_size]),
+                                           return_exceptions=True)
+                save([r for r in got if isinstance(r, SentenceDescriptors)])
+                errors = [e for e in got if isinstance(e, BaseException)]
+                if errors:  # a fatal LLM error (or a bug) stops the stage; finished answers are saved
+                    raise next((e for e in errors if isinstance(e, LLMError)), errors[0])
+                crashpoint("descriptors.batch")
     finally:
         bar.close()
+        if store is not None:
+            store.compact()  # one sorted line per answer, whatever order they finished in
     return [dataclasses.replace(done[keys[s]], sentence=int(s), text=sentences[s], usage=dict(done[keys[s]].usage))
             for s in sentences]
 
@@ -244,6 +269,7 @@ def generate_descriptors(sentences: Mapping[int, str], llm: LLM, path: str | os.
 
     Works from plain scripts and inside a running event loop (a notebook cell); the
     awaitable twin is :func:`agenerate_descriptors`. Returns one record per requested
-    sentence, in the given order.
+    sentence, in the given order. ``executor="ray"`` asks as Ray tasks (same keys and file:
+    either executor resumes the other).
     """
     return run_sync(agenerate_descriptors(sentences, llm, path, **kw))

@@ -204,7 +204,7 @@ def describe_neurons(records: list[SentenceDescriptors], activations: np.ndarray
     a = activations[rows]
     tags = vocab.tag_matrix([r.descriptors for r in ok])
     cal, val = split_halves(len(ok), cfg.seed, min_half=cfg.top_k)
-    kw = dict(top_k=cfg.top_k, composition_threshold=cfg.composition_threshold, min_lift=cfg.min_lift,
+    kw: dict[str, Any] = dict(top_k=cfg.top_k, composition_threshold=cfg.composition_threshold, min_lift=cfg.min_lift,
               min_support=cfg.min_support)
     return map_neurons(a, tags, cal, **kw), map_neurons(a, tags, val, **kw), rows
 
@@ -259,7 +259,8 @@ async def _generate_and_map(cfg: DescriptorsConfig, tpl: Any, store: Any, ids: n
     out = Path(cfg.out)
     records = await agenerate_descriptors(sentences, llm, out / "sentences.jsonl", template=tpl,
                                           batch_size=cfg.batch_size, temperature=cfg.temperature,
-                                          retry_failed=cfg.retry_failed, progress=progress)
+                                          retry_failed=cfg.retry_failed, progress=progress,
+                                          executor=cfg.executor, ray_address=cfg.ray_address)
     ok = [r for r in records if r.ok]
     failed = _failed_counts(records)
     provenance = {"store": str(cfg.store), "store_fingerprint": store_fingerprint(store), "hook": cfg.hook,

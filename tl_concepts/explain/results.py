@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from tl_concepts.errors import StoreError
 from tl_concepts.explain.scoring import Interval
 from tl_concepts.ids import unit_id
 from tl_concepts.results import ResultTable
+from tl_concepts.resultstore import ResultStore
 
 
 def _interval(d: Any) -> Interval | None:
@@ -54,12 +54,53 @@ def _fmt(iv: Interval | None) -> str:
 def failure_kinds(d: dict[str, Any]) -> list[str]:
     """The LLM failure kinds recorded in a unit file (explanation failures, then failed
     simulations), for the LLM explanation and the baseline."""
-    kinds: list[str] = []
+    kinds: list[str | None] = []
     for part in ("llm", "baseline"):
         ev = d.get(part) or {}
         kinds.append(((ev.get("explanation") or {}).get("failure") or {}).get("kind"))
         kinds += [x.get("kind") for x in ev.get("failures") or [] if isinstance(x, dict)]
-    return [k for k in kinds if k]
+    return [str(k) for k in kinds if k]
+
+
+FAILED_STATUSES = frozenset({"explanation_failed", "simulation_failed"})
+"""Statuses caused by an LLM failure: retried on the next run when the failure was transient,
+kept (with its reason) otherwise unless ``retry_failed=True``."""
+
+
+def explain_failed(d: dict[str, Any]) -> list[str] | None:
+    """None for a unit file that is a final answer; else its LLM failure kinds (the
+    :class:`~tl_concepts.resultstore.ResultStore` failure rule of explanations)."""
+    return failure_kinds(d) if d.get("status") in FAILED_STATUSES else None
+
+
+def _json_default(o: Any) -> Any:
+    item = getattr(o, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def unit_store(out_dir: str | os.PathLike[str], folder: str = "units") -> ResultStore:
+    """The explanation results of ``out_dir``: ``<out_dir>/units/<unit id>.json`` (``folder="errors"``:
+    the units that hit a bug, retried on the next run)."""
+    return ResultStore(Path(out_dir) / folder, failed=explain_failed, layout="files", indent=1,
+                       ensure_ascii=True, allow_nan=False, default=_json_default)
+
+
+def load_unit_dicts(out_dir: str | os.PathLike[str], ids: Sequence[str] | None = None, *,
+                    with_errors: bool = False, strict: bool = False) -> list[dict[str, Any]]:
+    """The one reader of unit files: result dicts in ``out_dir/units`` (all sorted by id, or
+    those of ``ids`` that exist, in that order); ``with_errors``: units that hit a bug
+    (``errors/``) in place; ``strict``: an unreadable file raises :class:`StoreError`."""
+    store = unit_store(out_dir)
+    if ids is None:
+        return store.records(strict=strict)
+    errors = unit_store(out_dir, "errors") if with_errors else None
+    out = []
+    for i in ids:
+        got = store.records([i], strict=strict) or (errors.records([i]) if errors is not None else [])
+        out.extend(got)
+    return out
 
 
 @dataclass
@@ -165,9 +206,9 @@ class UnitExplanation:
             for suffix, v in (("", iv.value if iv else None), ("_low", iv.low if iv else None),
                               ("_high", iv.high if iv else None)):
                 out[name + suffix] = None if v is None or math.isnan(v) else float(v)
-        v = self.verdict or {}
-        out.update(baseline_explanation=self.baseline_explanation, verdict=v.get("label"),
-                   beats_chance=v.get("beats_chance"), beats_baseline=v.get("beats_baseline"),
+        verdict = self.verdict or {}
+        out.update(baseline_explanation=self.baseline_explanation, verdict=verdict.get("label"),
+                   beats_chance=verdict.get("beats_chance"), beats_baseline=verdict.get("beats_baseline"),
                    max_activation=self.max_activation, n_activating=self.n_activating,
                    message=self.message)
         return out
@@ -202,26 +243,16 @@ class ExplanationResults(ResultTable, Sequence[UnitExplanation]):
     @classmethod
     def load(cls, path: str | os.PathLike, ids: Sequence[str] | None = None) -> "ExplanationResults":
         """Read the unit files of an explanation folder (all, or those in ``ids`` that exist)."""
-        d = Path(path) / "units"
-        if not d.is_dir():
+        if not (Path(path) / "units").is_dir():
             raise StoreError(f"{path} holds no explanation results (no units/ folder); run "
-                             "`tl-concepts explain --out {path}` first")
-        files = sorted(d.glob("*.json")) if ids is None else [d / f"{i}.json" for i in ids if (d / f"{i}.json").exists()]
-        dicts = []
-        for p in files:
-            try:
-                dicts.append(json.loads(p.read_text(encoding="utf-8")))
-            except (OSError, ValueError) as e:
-                raise StoreError(f"cannot read {p} ({e}); delete it and rerun the same command to recompute "
-                                 "that unit") from None
-        return cls.from_dicts(dicts, path)
+                             f"`tl-concepts explain --out {path}` first")
+        return cls.from_dicts(load_unit_dicts(path, ids, strict=True), path)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write every unit file into ``<path>/units/`` (atomically, one file per unit)."""
-        from tl_concepts.atomic import write_json
-
+        store = unit_store(path)
         for u in self.units:
-            write_json(Path(path) / "units" / f"{u.id}.json", u.raw, allow_nan=False)
+            store.put({**u.raw, "id": u.id, "input_key": u.raw.get("input_key") or "unknown"})
         return Path(path)
 
     def rows(self) -> list[dict[str, Any]]:

@@ -13,11 +13,16 @@ For each unit (a :class:`UnitRecords`), :func:`arun_explain`:
    simulation (0..10 expected values) against the raw activations; r-squared and absolute
    deviation explained use the calibrated simulation against the raw activations;
 4. scores the baseline's own lookup-table prediction (no LLM), and detection / fuzzing;
-5. writes ``units/<hook>.<unit>.json`` atomically (temp file + ``os.replace``).
+5. writes ``units/<unit id>.json`` atomically, through the stages' one results store
+   (:func:`tl_concepts.explain.results.unit_store`, a :class:`tl_concepts.resultstore.ResultStore`).
 
-A rerun skips units whose file exists. LLM calls go through a shared concurrency cap and
-into ``ledger.jsonl`` (no prompt text, no secrets). :func:`summary_table` prints the LLM
-explainer against the baseline.
+A rerun reuses a unit's file only when its ``input_key`` matches the unit's current inputs
+(:func:`unit_inputs`) and it did not fail for a transient reason. With ``executor="ray"`` the
+units run as Ray tasks (each worker rebuilds the LLMs, see
+:func:`tl_concepts.llm.workers.llm_recipe`) and each result is saved as it arrives, with the same
+keys: a Ray run resumes a local one and vice versa. LLM calls are capped by the LLM layer's
+limiter and logged in ``ledger.jsonl`` (no prompt text, no secrets; a Ray worker's calls are
+added as they come back). :func:`summary_table` prints the LLM explainer against the baseline.
 
 Example:
     >>> from tl_concepts.llm import get_llm                          # doctest: +SKIP
@@ -28,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import time
@@ -45,13 +49,16 @@ from tl_concepts.crash import crashpoint
 from tl_concepts.errors import ConfigError, InputError, TLConceptsError
 from tl_concepts.fingerprint import fingerprint
 from tl_concepts.ids import safe_id, unit_id
-from tl_concepts.llm.base import LLM, is_transient
+from tl_concepts.llm.base import LLM
 from tl_concepts.llm.ledger import Ledger, MeteredLLM
 from tl_concepts.explain.calibration import LinearCalibration
 from tl_concepts.explain.detection import DetectionScorer, FuzzingScorer
 from tl_concepts.explain.explainers import Explanation, LLMExplainer, TokenLookupExplainer, best_of_n, revise
 from tl_concepts.explain.prompts import EXPLAIN_TEMPLATE, FEW_SHOT, REVISE_TEMPLATE, SIMULATE_TEMPLATE
-from tl_concepts.explain.results import ExplanationResults, failure_kinds
+from tl_concepts.explain.results import ExplanationResults, load_unit_dicts, unit_store
+from tl_concepts.executor import check_executor, imap_items
+from tl_concepts.llm.workers import Stopped, WorkerMeter, absorb_usage, llm_recipe
+from tl_concepts.resultstore import ResultStore
 from tl_concepts.explain.scoring import score
 from tl_concepts.explain.verdict import count_verdicts, verdict
 from tl_concepts.explain.simulators import AllAtOnceSimulator, JsonSimulator, Simulator
@@ -62,11 +69,6 @@ UnitSource = Union[UnitRecords, tuple[str, Union[UnitRecords, Callable[[], UnitR
 
 RESULT_VERSION = 2
 """Version of the unit-file format (2: ``id``, ``input_key`` and ``provenance``)."""
-
-FAILED_STATUSES = frozenset({"explanation_failed", "simulation_failed"})
-"""Statuses caused by an LLM failure: retried on the next run when the failure was transient,
-kept (with its reason) otherwise unless ``retry_failed=True``."""
-
 
 @dataclass
 class ExplainConfig:
@@ -187,8 +189,8 @@ async def _evaluate(
         out["failures"] = [s.to_dict()["failure"] for s in failed[:5]]
         out["n_failed_simulations"] = len(failed)
         return out
-    raw = [s.activations for s in test_sims]
-    calibration = (LinearCalibration.fit(cal, [s.activations for s in cal_sims])
+    raw = [_activations(s) for s in test_sims]
+    calibration = (LinearCalibration.fit(cal, [_activations(s) for s in cal_sims])
                    if cal_sims else LinearCalibration())
     calibrated = [calibration.apply(a) for a in raw]
     scores: dict[str, Any] = {"all": _scores(test, raw, calibrated, cfg)}
@@ -205,14 +207,21 @@ async def _evaluate(
     return out
 
 
+def _activations(sim: Any) -> list[float]:
+    """A successful simulation's activations (failed ones were handled before)."""
+    if sim.activations is None:
+        raise ValueError("a simulation without activations was taken for a successful one")
+    return list(sim.activations)
+
+
 def _scores(test: Sequence[ActivationRecord], raw: Sequence[Sequence[float]],
             calibrated: Sequence[Sequence[float]], cfg: ExplainConfig) -> dict[str, Any]:
     """Correlation of the raw simulation (0..10 expected values: correlation ignores the
     scale); r-squared and absolute deviation explained (neuron-explainer's uncentred
     definitions, and the centred variants under their own names) of the calibrated one."""
-    kw = dict(n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-    s_raw, s_cal = score(test, raw, **kw), score(test, calibrated, **kw)
-    out = {"correlation": s_raw.correlation.to_dict()}
+    s_raw = score(test, raw, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    s_cal = score(test, calibrated, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    out: dict[str, Any] = {"correlation": s_raw.correlation.to_dict()}
     for name in ("rsquared", "absolute_dev_explained", "rsquared_centred", "absolute_dev_explained_centred"):
         out[name] = getattr(s_cal, name).to_dict()
     out.update(n_records=s_raw.n_records, n_tokens=s_raw.n_tokens)
@@ -293,7 +302,7 @@ async def explain_unit(
     if cfg.baseline:
         res["baseline"] = evals[1]
         table = await lookup.simulator(unit).asimulate_many("", [r.tokens for r in test])
-        table_sims = [x.activations for x in table]
+        table_sims = [_activations(x) for x in table]
         s = score(test, table_sims, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
         res["lookup_table"] = {"correlation": s.correlation.to_dict(), "n_tokens": s.n_tokens}
     base_sims = res["baseline"].pop("_test_sims", None) if cfg.baseline else None
@@ -305,7 +314,7 @@ async def explain_unit(
 
 
 def _normalise_sources(units: Iterable[UnitSource]) -> list[tuple[str, Union[UnitRecords, Callable[[], UnitRecords]]]]:
-    out = []
+    out: list[tuple[str, Union[UnitRecords, Callable[[], UnitRecords]]]] = []
     for u in units:
         if isinstance(u, UnitRecords):
             out.append((unit_key(u.hook, u.unit), u))
@@ -318,6 +327,11 @@ def _normalise_sources(units: Iterable[UnitSource]) -> list[tuple[str, Union[Uni
     return out
 
 
+NOT_INPUTS = ("out_dir", "progress", "max_units_in_flight", "executor", "ray_address")
+"""Settings that do not change a unit's result (where and how fast it runs): not in its input key,
+so a Ray run resumes a local one and vice versa."""
+
+
 def unit_inputs(unit: UnitRecords, explainer_llm: LLM, simulator_llm: LLM | None,
                 config: ExplainConfig) -> dict[str, Any]:
     """Everything that determines a unit's result, as fingerprints and names.
@@ -327,7 +341,7 @@ def unit_inputs(unit: UnitRecords, explainer_llm: LLM, simulator_llm: LLM | None
     simulator LLMs (backend, model, endpoint, weights) and the scoring settings.
     """
     settings = {k: v for k, v in asdict(config).items()
-                if k not in ("out_dir", "progress", "max_units_in_flight")}
+                if k not in NOT_INPUTS}
     sim = simulator_llm or explainer_llm
     return {
         "records": fingerprint(unit),
@@ -337,23 +351,6 @@ def unit_inputs(unit: UnitRecords, explainer_llm: LLM, simulator_llm: LLM | None
         "simulator": sim.cache_identity(),
         "settings": settings,
     }
-
-
-def _needs_rerun(old: dict[str, Any], input_key: str, retry_failed: bool) -> bool:
-    if old.get("input_key") != input_key:
-        return True  # computed from other inputs (or by an older version): never served
-    if old.get("status") in FAILED_STATUSES:
-        return retry_failed or any(is_transient(k) for k in failure_kinds(old))
-    return False
-
-
-def _read_unit(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # unreadable: recomputed and rewritten atomically
 
 
 async def arun_explain(
@@ -372,16 +369,15 @@ async def arun_explain(
 
 async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: ExplainConfig,
                       simulator_llm: LLM | None, retry_failed: bool, out_dir: Path) -> ExplanationResults:
+    check_executor(config.executor)
     (out_dir / "units").mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config.json", asdict(config))
     sources = _normalise_sources(units)
-    unit_slots = asyncio.Semaphore(config.max_units_in_flight)
+    store, errors = unit_store(out_dir), unit_store(out_dir, "errors")
     # The stage's own record of its calls, tagged by unit (``ledger.jsonl``, no prompt text);
     # the caller's LLM keeps metering into its own ledger as well. Concurrency is capped by
     # the LLM layer (the endpoint's limiter), not here.
     ledger = Ledger(sink=out_dir / "ledger.jsonl")
-    ex_meter = MeteredLLM(explainer_llm, ledger)
-    sim_meter = MeteredLLM(simulator_llm, ledger) if simulator_llm is not None else None
 
     bar = calls_bar = None
     if config.progress:
@@ -391,38 +387,69 @@ async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: E
         calls_bar = tqdm(desc="LLM calls", unit="call")  # moves per request, not only per unit
         ledger.listeners.append(lambda stage, unit: calls_bar.update(1))
 
+    def save(key: str, input_key: str, inputs: dict[str, Any], res: dict[str, Any]) -> None:
+        res.update(id=key, key=key, input_key=input_key, provenance=inputs)
+        res["llm_usage"] = res.pop("llm_usage", {})  # after the provenance, as it always was
+        if res["status"] != "error":
+            store.put(_clean(res))
+            errors.remove(key)
+        else:
+            errors.put(_clean(res))
+            store.remove(key)  # never leave an older result standing in for this one
+        crashpoint("explain.unit")
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        if config.executor == "ray":
+            await _run_ray(sources, explainer_llm, simulator_llm, config, retry_failed, store, ledger, save, bar)
+        else:
+            await _run_local(sources, explainer_llm, simulator_llm, config, retry_failed, store, ledger, save, bar)
+    finally:
+        for b in (bar, calls_bar):
+            if b is not None:
+                b.close()
+    keys = [k for k, _ in sources]
+    results = load_results(out_dir, keys=keys, with_errors=True)
+    write_json_atomic(out_dir / "ledger_summary.json", usage_summary(results))
+    return ExplanationResults.from_dicts(results, out_dir)
+
+
+async def _explain_metered(unit: UnitRecords, key: str, ex_meter: MeteredLLM, sim_meter: MeteredLLM | None,
+                           config: ExplainConfig) -> dict[str, Any]:
+    """One unit's result with its LLM usage (``llm_usage``); a bug is recorded as status ``error``."""
+    ex = ex_meter.tagged(unit=key)
+    sim = sim_meter.tagged(unit=f"{key}#simulator") if sim_meter is not None else None
+    try:
+        res = await explain_unit(unit, ex, config, simulator_llm=sim)
+    except TLConceptsError:
+        raise  # a wrong key, an unreachable endpoint, a bad setting: stops the run
+    except Exception as e:  # a bug hit by one unit: recorded (with its type), retried next run
+        res = {"version": RESULT_VERSION, "hook": unit.hook, "unit": unit.unit, "status": "error",
+               "message": f"{type(e).__name__}: {e}"}
+    res["llm_usage"] = {"explainer": _stage_usage(ex_meter.ledger, key),
+                        **({"simulator": _stage_usage(sim_meter.ledger, f"{key}#simulator")}
+                           if sim_meter is not None else {})}
+    return res
+
+
+async def _run_local(sources: list[tuple[str, Any]], explainer_llm: LLM, simulator_llm: LLM | None,
+                     config: ExplainConfig, retry_failed: bool, store: ResultStore, ledger: Ledger,
+                     save: Callable[[str, str, dict[str, Any], dict[str, Any]], None], bar: Any) -> None:
+    unit_slots = asyncio.Semaphore(config.max_units_in_flight)
+    ex_meter = MeteredLLM(explainer_llm, ledger)
+    sim_meter = MeteredLLM(simulator_llm, ledger) if simulator_llm is not None else None
+
     async def one(key: str, src: Any) -> None:
         async with unit_slots:
             unit = src if isinstance(src, UnitRecords) else await asyncio.to_thread(src)
             inputs = unit_inputs(unit, explainer_llm, simulator_llm, config)
             input_key = fingerprint(inputs)
-            path = unit_path(out_dir, key)
-            old = _read_unit(path)
-            if old is not None and not _needs_rerun(old, input_key, retry_failed):
+            if store.reusable(key, input_key, retry_failed) is not None:
                 if bar is not None:
                     bar.update(1)
                 return
-            ex = ex_meter.tagged(unit=key)
-            sim = sim_meter.tagged(unit=f"{key}#simulator") if sim_meter is not None else None
-            try:
-                res = await explain_unit(unit, ex, config, simulator_llm=sim)
-            except TLConceptsError:
-                raise  # a wrong key, an unreachable endpoint, a bad setting: stops the run
-            except Exception as e:  # a bug hit by one unit: recorded (with its type), retried next run
-                res = {"version": RESULT_VERSION, "hook": unit.hook, "unit": unit.unit, "status": "error",
-                       "message": f"{type(e).__name__}: {e}"}
-            res.update(id=key, key=key, input_key=input_key, provenance=inputs)
-            res["llm_usage"] = {"explainer": _stage_usage(ledger, key),
-                                **({"simulator": _stage_usage(ledger, f"{key}#simulator")} if sim else {})}
-            if res["status"] != "error":
-                write_json_atomic(path, _clean(res))
-                (out_dir / "errors" / f"{key}.json").unlink(missing_ok=True)
-            else:
-                write_json_atomic(out_dir / "errors" / f"{key}.json", _clean(res))
-                path.unlink(missing_ok=True)  # never leave an older result standing in for this one
-            crashpoint("explain.unit")
-            if bar is not None:
-                bar.update(1)
+            save(key, input_key, inputs, await _explain_metered(unit, key, ex_meter, sim_meter, config))
 
     tasks = [asyncio.ensure_future(one(k, s)) for k, s in sources]
     try:
@@ -432,18 +459,78 @@ async def _run_locked(units: Iterable[UnitSource], explainer_llm: LLM, config: E
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             for t in tasks:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+                exc = t.exception() if t.done() and not t.cancelled() else None
+                if exc is not None:
+                    raise exc
     finally:
         for t in tasks:
             t.cancel()
-        for b in (bar, calls_bar):
-            if b is not None:
-                b.close()
-    keys = [k for k, _ in sources]
-    results = load_results(out_dir, keys=keys, with_errors=True)
-    write_json_atomic(out_dir / "ledger_summary.json", usage_summary(results))
-    return ExplanationResults.from_dicts(results, out_dir)
+
+
+@dataclass(frozen=True)
+class _RayContext:
+    """Builds a Ray worker's explainer and simulator LLMs (picklable recipes)."""
+
+    explainer: Callable[[], LLM]
+    simulator: Callable[[], LLM] | None
+
+    def __call__(self) -> tuple[LLM, LLM | None]:
+        return self.explainer(), self.simulator() if self.simulator is not None else None
+
+
+def _explain_on_worker(item: tuple[str, UnitRecords, ExplainConfig], ctx: tuple[LLM, LLM | None]
+                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None] | Stopped:
+    """A Ray task: one unit's result, with the explainer's and simulator's usage."""
+    key, unit, config = item
+    ex_m, sim_m = WorkerMeter(), (WorkerMeter() if ctx[1] is not None else None)
+    try:
+        res = run_sync(_explain_metered(unit, key, ex_m.wrap(ctx[0]),
+                                        sim_m.wrap(ctx[1]) if sim_m is not None else None, config))
+    except TLConceptsError as e:
+        return Stopped(e, [ex_m.export(), sim_m.export() if sim_m is not None else None])
+    finally:
+        ex_m.export()
+        if sim_m is not None:
+            sim_m.export()
+    return res, ex_m.export(), sim_m.export() if sim_m is not None else None
+
+
+async def _run_ray(sources: list[tuple[str, Any]], explainer_llm: LLM, simulator_llm: LLM | None,
+                   config: ExplainConfig, retry_failed: bool, store: ResultStore, ledger: Ledger,
+                   save: Callable[[str, str, dict[str, Any], dict[str, Any]], None], bar: Any) -> None:
+    """Units as Ray tasks, each result saved as it arrives (same keys and files as locally)."""
+    todo: list[tuple[str, UnitRecords, ExplainConfig]] = []
+    inputs_of: dict[str, tuple[str, dict[str, Any]]] = {}
+    for key, src in sources:
+        unit = src if isinstance(src, UnitRecords) else await asyncio.to_thread(src)
+        inputs = unit_inputs(unit, explainer_llm, simulator_llm, config)
+        input_key = fingerprint(inputs)
+        if store.reusable(key, input_key, retry_failed) is not None:
+            if bar is not None:
+                bar.update(1)
+            continue
+        inputs_of[key] = (input_key, inputs)
+        todo.append((key, unit, config))
+    if not todo:
+        return
+    setup = _RayContext(llm_recipe(explainer_llm, config.ray_address),
+                        llm_recipe(simulator_llm, config.ray_address) if simulator_llm is not None else None)
+    ex_ledger, sim_ledger = getattr(explainer_llm, "ledger", None), getattr(simulator_llm, "ledger", None)
+
+    def consume() -> None:
+        for i, out in imap_items(_explain_on_worker, todo, setup=setup, executor="ray",
+                                 ray_address=config.ray_address, ordered=False):
+            ex_usage, sim_usage = out.usages if isinstance(out, Stopped) else out[1:]
+            absorb_usage(ex_usage, [ledger, ex_ledger])
+            if sim_usage is not None:
+                absorb_usage(sim_usage, [ledger, sim_ledger])
+            if isinstance(out, Stopped):
+                raise out.error  # a wrong key, an unreachable endpoint: stops the run, as locally
+            res = out[0]
+            key = todo[i][0]
+            save(key, *inputs_of[key], res)
+
+    await asyncio.to_thread(consume)
 
 
 def _stage_usage(ledger: Ledger, unit: str) -> dict[str, dict[str, int]]:
@@ -628,19 +715,7 @@ def load_results(out_dir: str | os.PathLike, keys: Sequence[str] | None = None,
                  with_errors: bool = False) -> list[dict[str, Any]]:
     """Unit result dicts in ``out_dir/units`` (all, or those in ``keys`` that exist, in that
     order); with ``with_errors``, units that hit a bug (``errors/``) are included in place."""
-    d = Path(out_dir) / "units"
-    if keys is None:
-        paths = sorted(d.glob("*.json"))
-    else:
-        paths = []
-        for k in keys:
-            p = unit_path(out_dir, k)
-            e = Path(out_dir) / "errors" / f"{k}.json"
-            if p.exists():
-                paths.append(p)
-            elif with_errors and e.exists():
-                paths.append(e)
-    return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    return load_unit_dicts(out_dir, keys, with_errors=with_errors)
 
 
 def _corr(res: dict[str, Any], which: str, split: str = "all") -> float | None:

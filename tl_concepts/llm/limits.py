@@ -64,6 +64,7 @@ class Limiter:
         self.max_concurrency = int(max_concurrency)
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
+        self.burst_seconds = burst_seconds
         self._rpm = _Bucket(requests_per_minute, burst_seconds) if requests_per_minute else None
         self._tpm = _Bucket(tokens_per_minute, burst_seconds) if tokens_per_minute else None
         self._sems: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
@@ -71,6 +72,30 @@ class Limiter:
         self._lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight_seen = 0
+        self.budget: object | None = None
+        """A Ray actor handle of a :class:`SharedBudget` that holds the per-minute budgets
+        instead of this process (set by :func:`shared_budget_limiter`)."""
+
+    def __getstate__(self) -> dict[str, object]:
+        # A limiter travels to Ray workers as its settings (and the shared budget's handle).
+        return {"max_concurrency": self.max_concurrency, "requests_per_minute": self.requests_per_minute,
+                "tokens_per_minute": self.tokens_per_minute, "burst_seconds": self.burst_seconds,
+                "budget": self.budget}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        budget = state.pop("budget")
+        self.__init__(**state)  # type: ignore[misc]  # rebuild the locks and buckets
+        self.budget = budget
+
+    async def _reserve(self, tokens: int) -> float:
+        if self.budget is not None:
+            return float(await self.budget.reserve.remote(1, tokens))  # type: ignore[attr-defined]
+        wait = 0.0
+        if self._rpm is not None:
+            wait = max(wait, self._rpm.reserve(1))
+        if self._tpm is not None and tokens:
+            wait = max(wait, self._tpm.reserve(tokens))
+        return wait
 
     def _sem(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -83,11 +108,7 @@ class Limiter:
     @contextlib.asynccontextmanager
     async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
         """Wait for the budgets and a free slot; hold the slot for the block."""
-        wait = 0.0
-        if self._rpm is not None:
-            wait = max(wait, self._rpm.reserve(1))
-        if self._tpm is not None and tokens:
-            wait = max(wait, self._tpm.reserve(tokens))
+        wait = await self._reserve(tokens)
         if wait > 0:
             await asyncio.sleep(wait)
         async with self._sem():
@@ -102,8 +123,56 @@ class Limiter:
 
     def settle_tokens(self, estimated: int, actual: int) -> None:
         """Correct the token budget once the real usage of a request is known."""
-        if self._tpm is not None and actual >= 0:
+        if self.budget is not None and self.tokens_per_minute and actual >= 0:
+            self.budget.refund.remote(estimated - actual)  # type: ignore[attr-defined]
+        elif self._tpm is not None and actual >= 0:
             self._tpm.refund(estimated - actual)
+
+
+class SharedBudget:
+    """The requests/tokens-per-minute budgets of one endpoint, shared by every Ray worker
+    that talks to it (run as a named Ray actor: see :func:`shared_budget_limiter`)."""
+
+    def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None,
+                 burst_seconds: float = 5.0) -> None:
+        self._rpm = _Bucket(requests_per_minute, burst_seconds) if requests_per_minute else None
+        self._tpm = _Bucket(tokens_per_minute, burst_seconds) if tokens_per_minute else None
+
+    def reserve(self, requests: int, tokens: int) -> float:
+        """Take one request's budget; return the seconds the caller waits before sending it."""
+        wait = 0.0
+        if self._rpm is not None and requests:
+            wait = max(wait, self._rpm.reserve(requests))
+        if self._tpm is not None and tokens:
+            wait = max(wait, self._tpm.reserve(tokens))
+        return wait
+
+    def refund(self, tokens: float) -> None:
+        """Give back estimated minus actual tokens."""
+        if self._tpm is not None:
+            self._tpm.refund(tokens)
+
+
+def shared_budget_limiter(limiter: Limiter, endpoint: str, ray_address: str | None = None) -> Limiter:
+    """A copy of ``limiter`` for Ray workers whose per-minute budgets live in one Ray actor
+    per endpoint and settings (so N workers together stay under the limits; the
+    concurrency cap stays per worker). Without per-minute limits, a plain copy.
+
+    Example:
+        >>> lim = shared_budget_limiter(Limiter(8, requests_per_minute=600), "http://x/v1")  # doctest: +SKIP
+    """
+    out = Limiter(limiter.max_concurrency, limiter.requests_per_minute, limiter.tokens_per_minute,
+                  limiter.burst_seconds)
+    if not (limiter.requests_per_minute or limiter.tokens_per_minute):
+        return out
+    from tl_concepts.executor import ensure_ray
+
+    ray = ensure_ray(ray_address)
+    name = (f"tl-concepts-budget:{endpoint}:{limiter.requests_per_minute}:{limiter.tokens_per_minute}:"
+            f"{limiter.burst_seconds}")
+    actor = ray.remote(num_cpus=0)(SharedBudget).options(name=name, get_if_exists=True)
+    out.budget = actor.remote(limiter.requests_per_minute, limiter.tokens_per_minute, limiter.burst_seconds)
+    return out
 
 
 @dataclass

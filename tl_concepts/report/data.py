@@ -137,8 +137,9 @@ def explain_results(src: Any) -> list[dict[str, Any]]:
     if src is None:
         return []
     if isinstance(src, (str, os.PathLike)):
-        d = Path(src) / "units"
-        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(d.glob("*.json"))] if d.is_dir() else []
+        from tl_concepts.explain.results import load_unit_dicts
+
+        return load_unit_dicts(src)
     if hasattr(src, "to_dicts"):  # ExplanationResults
         return [dict(r) for r in src.to_dicts()]
     if hasattr(src, "dataset") and hasattr(src, "kind"):
