@@ -62,6 +62,29 @@ class _Row:
     past: int = 0                    # cached prefix tokens this row sees
 
 
+_GQA_ATTENTION = "tl_concepts_sdpa_gqa"
+"""Name under which :func:`_sdpa_gqa` is registered with ``transformers``."""
+
+
+def _sdpa_gqa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+              dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
+    """SDPA under our custom 4D mask that attends grouped key/value heads in place
+    (``enable_gqa``) instead of copying them once per query head, which ``transformers``
+    does whenever a mask is given; same numbers, and on CPU about half the attention time.
+    Anything unusual (soft-capping, sliding windows, sinks) goes to the stock function."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if (kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None
+            or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None
+            or attention_mask is None or query.shape[1] == key.shape[1]):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=0.0, scale=scaling, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token id sequences."""
     n = min(len(a), len(b))
@@ -164,6 +187,13 @@ class InProcessBackend(LLM):
         self._chat_batcher = _Batcher(self._run_chat_batch, self._chat_cost, self)
         self.forward_passes = 0
         """Forward passes / generate calls made (for tests and benchmarks)."""
+        self.dist_tokens_computed = 0
+        """Prompt tokens of distribution requests run in their batches' passes (after any
+        cached prefix; padding and candidates' later tokens not counted)."""
+        self.chat_prompt_tokens = 0
+        """Prompt tokens of chat requests run through ``generate``."""
+        self.chat_generated_tokens = 0
+        """Tokens generated for chat requests (up to and including the end token)."""
 
     def __repr__(self) -> str:
         return f"InProcessBackend(model={self.model!r})"
@@ -389,6 +419,7 @@ class InProcessBackend(LLM):
                             seq.extend(c[:-1])
                             pos_ids.extend(range(idx + 1, idx + len(c)))
             rows.append(_Row(seq, pos_ids, segs, p))
+        self.dist_tokens_computed += sum(len(j.ids) - p for j, p in zip(jobs, starts))
         hidden, _ = self._forward(rows, packed=multi, past=past)
         lm = model.get_output_embeddings()
         for b, j in enumerate(jobs):
@@ -523,7 +554,7 @@ class InProcessBackend(LLM):
             if self._packed_ok:
                 cand_sets.append([single, [ids[4], ids[5]]])
             saved, min_saved = self._prefix_store, self.min_prefix_tokens
-            counts = (self.prefix_passes, self.prefix_tokens_computed)
+            counts = (self.prefix_passes, self.prefix_tokens_computed, self.dist_tokens_computed)
             self._prefix_store, self.min_prefix_tokens = OrderedDict(), 2
             try:
                 for cands in cand_sets:
@@ -545,7 +576,7 @@ class InProcessBackend(LLM):
                                     return False
             finally:
                 self._prefix_store, self.min_prefix_tokens = saved, min_saved
-                self.prefix_passes, self.prefix_tokens_computed = counts
+                self.prefix_passes, self.prefix_tokens_computed, self.dist_tokens_computed = counts
             return True
         except Exception as e:  # the model rejects caches with custom masks
             log.info("%s: shared-prefix cache unavailable (%s)", self.model, e)
@@ -612,9 +643,34 @@ class InProcessBackend(LLM):
             mask = torch.zeros((B, T), dtype=torch.long)
             for b, r in enumerate(rows):
                 mask[b, :len(r.seq)] = 1
-        out = model.base_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                               position_ids=pos.to(self.device), use_cache=bool(past), **kw)
+        gqa = bool(packed or past) and self._use_gqa_attention()
+        cfg = model.config
+        saved = cfg._attn_implementation
+        if gqa:
+            cfg._attn_implementation = _GQA_ATTENTION
+        try:
+            out = model.base_model(input_ids=ids.to(self.device),
+                                   attention_mask=mask.to(self.device),
+                                   position_ids=pos.to(self.device), use_cache=bool(past), **kw)
+        finally:
+            if gqa:
+                cfg._attn_implementation = saved
         return out.last_hidden_state, mask
+
+    def _use_gqa_attention(self) -> bool:
+        """Attend grouped key/value heads in place under custom masks? Only for a model on
+        CPU using ``sdpa`` with fewer key/value heads than query heads (on GPUs a mask with
+        grouped heads falls back to a slow kernel)."""
+        cfg = self.hf_model.config
+        if (getattr(cfg, "_attn_implementation", None) != "sdpa" or str(self.device) != "cpu"
+                or not getattr(cfg, "num_key_value_heads", None)
+                or cfg.num_key_value_heads >= getattr(cfg, "num_attention_heads", 0)):
+            return False
+        from transformers import AttentionInterface
+
+        if _GQA_ATTENTION not in AttentionInterface._global_mapping:
+            AttentionInterface.register(_GQA_ATTENTION, _sdpa_gqa)
+        return True
 
     def _run_dist_unpacked(self, jobs: list[_DistJob]) -> None:
         """Fallback for models without custom 4D masks: one row per continuation."""
@@ -632,6 +688,7 @@ class InProcessBackend(LLM):
                         rows.append(_Row(seq, list(range(len(seq))), []))
             hidden, _ = self._forward(rows, packed=False)
             self.forward_passes += 1
+            self.dist_tokens_computed += len(j.ids)
             main = self._logprobs(lm, hidden[0, j.index])
             j.probs = []
             for k, idx in enumerate(j.index):
@@ -799,6 +856,8 @@ class InProcessBackend(LLM):
                 body = new[:cut]
                 j.n_generated = cut + 1
             j.text = tok.decode(body, skip_special_tokens=True)
+        self.chat_prompt_tokens += sum(len(j.ids) for j in jobs)
+        self.chat_generated_tokens += sum(j.n_generated for j in jobs)
 
 
 class _Batcher:
