@@ -85,6 +85,10 @@ def _sdpa_gqa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     return out.transpose(1, 2).contiguous(), None
 
 
+_MIN_PREFIX_SAVING = 64
+"""Batched-pass tokens a prefix of its own must save to be worth its batch-1 pass."""
+
+
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token id sequences."""
     n = min(len(a), len(b))
@@ -424,30 +428,36 @@ class InProcessBackend(LLM):
         lm = model.get_output_embeddings()
         for b, j in enumerate(jobs):
             row = rows[b]
-            need = [idx - row.past for idx in j.index]
+            nc = len(j.cand_ids)
+            need = [idx - row.past for idx in j.index]  # hidden states that go to the LM head
+            # log P(candidate) = sum over its tokens of (logit - logsumexp) at the state that
+            # predicts it: ``terms`` lists (state, token id, candidate slot) per token
+            at: list[int] = []
+            tok_ids: list[int] = []
+            group: list[int] = []
             seg_iter = iter(row.segs)
-            seg_of: list[list[int | None]] = []
-            for _idx in j.index:
-                per = []
-                for c in j.cand_ids:
+            for k in range(len(j.index)):
+                for ci, c in enumerate(j.cand_ids):
+                    g = k * nc + ci
+                    at.append(k)
+                    tok_ids.append(c[0])
+                    group.append(g)
                     if len(c) > 1:
                         start, _anchor = next(seg_iter)
-                        per.append(len(need))
+                        first = len(need)
                         need.extend(range(start, start + len(c) - 1))
-                    else:
-                        per.append(None)
-                seg_of.append(per)
-            logp = self._logprobs(lm, hidden[b, need])
-            j.probs = []
-            for k, _idx in enumerate(j.index):
-                out = {}
-                for ci, (cname, c) in enumerate(zip(j.cands, j.cand_ids)):
-                    total = logp[k, c[0]]
-                    first = seg_of[k][ci]
-                    for t in range(1, len(c)):
-                        total = total + logp[first + t - 1, c[t]]
-                    out[cname] = float(torch.exp(total))
-                j.probs.append(out)
+                        for t in range(1, len(c)):
+                            at.append(first + t - 1)
+                            tok_ids.append(c[t])
+                            group.append(g)
+            logits, lse = self._logits_lse(lm, hidden[b, need])
+            at_t = torch.tensor(at, device=logits.device)
+            terms = logits[at_t, torch.tensor(tok_ids, device=logits.device)] - lse[at_t]
+            total = terms.new_zeros(len(j.index) * nc).index_add_(
+                0, torch.tensor(group, device=logits.device), terms)
+            probs = torch.exp(total).tolist()
+            j.probs = [dict(zip(j.cands, probs[k * nc:(k + 1) * nc]))
+                       for k in range(len(j.index))]
 
     # ------------------------------------------------------------------ shared-prefix cache
     def _prefix_plan(self, jobs: list[_DistJob]) -> list[int]:
@@ -464,13 +474,41 @@ class InProcessBackend(LLM):
             share[a] = max(share[a], common)
             share[b] = max(share[b], common)
         starts = []
+        cached_at: list[list[int]] = []  # per job: lengths of cached keys that prefix it
         for j, s in zip(jobs, share):
-            for key in self._prefix_store:
-                if len(key) > s and len(key) <= len(j.ids) and tuple(j.ids[:len(key)]) == key:
-                    s = len(key)
+            lens = [len(key) for key in self._prefix_store
+                    if len(key) <= len(j.ids) and tuple(j.ids[:len(key)]) == key]
+            cached_at.append(lens)
+            s = max([s, *lens])
             s = min(s, min(j.index), len(j.ids) - 1)
             starts.append(s if s >= self.min_prefix_tokens else 0)
-        return starts
+        return self._drop_small_extensions(jobs, starts, cached_at)
+
+    def _drop_small_extensions(self, jobs: list[_DistJob], starts: list[int],
+                               cached_at: list[list[int]]) -> list[int]:
+        """Shorten prefixes that would cost a pass of their own for little: a prefix that
+        extends a shorter usable one (cached, or shared with other jobs of the batch) by
+        ``e`` tokens for ``n`` jobs saves ``n * e`` tokens of the batched pass but costs a
+        batch-1 pass, worth about :data:`_MIN_PREFIX_SAVING` batched tokens. Records that
+        happen to begin alike are then run in the batched pass instead."""
+        out = list(starts)
+        for i, (j, s) in enumerate(zip(jobs, starts)):
+            if not s:
+                continue
+            key = j.ids[:s]
+            n = 0
+            base = max([c for c in cached_at[i] if c <= s] or [0])
+            if base == s:
+                continue  # cached already: free
+            for o, t in zip(jobs, starts):
+                common = _common_length(key, o.ids[:max(t, 1)])
+                if common >= s:
+                    n += 1
+                elif common >= self.min_prefix_tokens and t >= common:
+                    base = max(base, common)
+            if base >= self.min_prefix_tokens and n * (s - base) < _MIN_PREFIX_SAVING:
+                out[i] = base
+        return out
 
     def _batch_past(self, jobs: list[_DistJob], starts: list[int]) -> list[tuple[Any, Any]]:
         """Key/value states of each job's prefix, right-padded to the longest, per layer
@@ -484,6 +522,9 @@ class InProcessBackend(LLM):
         entries = {k: self._prefix_entry(k) for k in keys}
         longest = max(starts)
         proto = next(iter(entries.values()))
+        if len(keys) == 1 and all(starts):  # one prefix for every row: broadcast, no copies
+            n = len(jobs)
+            return [(k0.expand(n, -1, -1, -1), v0.expand(n, -1, -1, -1)) for k0, v0 in proto]
         past = []
         for layer, (k0, v0) in enumerate(proto):
             K = k0.new_zeros((len(jobs), k0.shape[1], longest, k0.shape[3]))
@@ -509,6 +550,17 @@ class InProcessBackend(LLM):
         for k in store:
             if len(base) < len(k) < len(key) and key[:len(k)] == k:
                 base = k
+        if not base:  # a cached key sharing its start (the instructions and few-shot
+            # examples before another explanation): those states are the same, take them
+            best, src = 0, None
+            for k in store:
+                c = _common_length(k, key)
+                if c > best:
+                    best, src = c, k
+            if src is not None and self.min_prefix_tokens <= best < len(key):
+                base = key[:best]
+                store[base] = [(k_[:, :, :best].clone(), v_[:, :, :best].clone())
+                               for k_, v_ in store[src]]
         model = self.hf_model
         new = list(key[len(base):])
         kw: dict[str, Any] = {}
@@ -582,7 +634,21 @@ class InProcessBackend(LLM):
             log.info("%s: shared-prefix cache unavailable (%s)", self.model, e)
             return False
 
+    def _logits_lse(self, lm: Any, h: Any) -> tuple[Any, Any]:
+        """Logits of hidden states ``h`` (scaled and soft-capped as the model does) and
+        their log-sum-exp over the vocabulary: log P(token) = logit - lse, without
+        writing a full log-softmax."""
+        import torch
+
+        logits = self._logits(lm, h)
+        return logits, torch.logsumexp(logits, dim=-1)
+
     def _logprobs(self, lm: Any, h: Any) -> Any:
+        import torch
+
+        return torch.log_softmax(self._logits(lm, h), dim=-1)
+
+    def _logits(self, lm: Any, h: Any) -> Any:
         import torch
 
         logits = lm(h).float()
@@ -593,7 +659,7 @@ class InProcessBackend(LLM):
         cap = getattr(cfg, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        return torch.log_softmax(logits, dim=-1)
+        return logits
 
     def _forward(self, rows: list["_Row"], packed: bool,
                  past: list[tuple[Any, Any]] | None = None) -> tuple[Any, Any]:
