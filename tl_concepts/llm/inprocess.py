@@ -231,7 +231,9 @@ class InProcessBackend(LLM):
 
                     m = AutoModelForCausalLM.from_pretrained(
                         str(self._folder()), dtype=getattr(torch, self.dtype))
-                    self._model_obj = m.to(self.device).eval()
+                    # transformers wraps ``to`` in a decorator whose type takes the
+                    # device for the model
+                    self._model_obj = m.to(self.device).eval()  # type: ignore[arg-type]
         return self._model_obj
 
     @property
@@ -313,7 +315,7 @@ class InProcessBackend(LLM):
         offsets = [tuple(o) for o in enc["offset_mapping"]]
         special_ids = set(getattr(tok, "all_special_ids", []) or [])
         special = [(i in special_ids and s == e) for i, (s, e) in zip(ids, offsets)]
-        return ids, offsets, special  # type: ignore[return-value]
+        return ids, offsets, special
 
     @staticmethod
     def _index_for(p: int, offsets: list[tuple[int, int]], special: list[bool],
@@ -571,6 +573,8 @@ class InProcessBackend(LLM):
                                                          device=self.device)[None],
                                use_cache=True, **kw)
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        if cache is None:
+            raise RuntimeError(f"{self.model} returned no key/value cache")  # caught by _check_prefix
         entry = [(layer.keys, layer.values) for layer in cache.layers]
         self.prefix_passes += 1
         self.prefix_tokens_computed += len(new)
