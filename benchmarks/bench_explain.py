@@ -370,9 +370,10 @@ def bench_layer(args: argparse.Namespace) -> dict:
                     "torch_threads": torch.get_num_threads(), "load_avg_1m": round(os.getloadavg()[0], 1)}
     if new:
         spt = _plain_forward_seconds_per_token(llm)
-        floor_tokens = (llm.dist_tokens_computed + llm.prefix_tokens_computed + llm.chat_prompt_tokens
-                        + llm.chat_generated_tokens)
-        floor_cpu = floor_tokens * spt
+        floor_dist = (llm.dist_tokens_computed + llm.prefix_tokens_computed) * spt
+        floor_chat = (llm.chat_prompt_tokens + llm.chat_generated_tokens) * spt
+        floor_cpu = floor_dist + floor_chat
+        dist_cpu, chat_cpu = llm.cpu_seconds["dist"], llm.cpu_seconds["chat"]
         layer_h = n_units / len(new) * wall / 3600
         result.update({
             "units_per_hour": round(len(new) / wall * 3600, 1),
@@ -384,7 +385,12 @@ def bench_layer(args: argparse.Namespace) -> dict:
                         "chat_prompt_tokens": llm.chat_prompt_tokens,
                         "chat_generated_tokens": llm.chat_generated_tokens},
             "plain_forward_cpu_us_per_token": round(spt * 1e6, 1),
-            "floor_cpu_s": round(floor_cpu, 1), "floor_ratio_cpu": round(floor_cpu / cpu, 2)})
+            "llm_cpu_s": {"distributions": round(dist_cpu, 1), "chat": round(chat_cpu, 1),
+                          "rest_of_the_run": round(cpu - dist_cpu - chat_cpu, 1)},
+            "floor_cpu_s": {"distributions": round(floor_dist, 1), "chat": round(floor_chat, 1)},
+            "floor_ratio_distributions": round(floor_dist / max(dist_cpu, 1e-9), 2),
+            "floor_ratio_chat": round(floor_chat / max(chat_cpu, 1e-9), 2),
+            "floor_ratio_cpu": round(floor_cpu / cpu, 2)})
     if toks:
         gpt2_s = GPT2_XL_NEURONS * tokens_per_unit / (args.workers * args.tokens_per_second)
         result.update({
@@ -400,7 +406,11 @@ def bench_layer(args: argparse.Namespace) -> dict:
         print(f"floor ratio: {result['floor_ratio_cpu']:.2f} (floor: a plain batched forward, no cache and no "
               "LM head, over every prompt token the backend computed, each shared prefix once, plus the "
               "explainer's prompt and generated tokens, at the per-token CPU time of a 16x256 forward in "
-              "this process; measured: process CPU time of the run)")
+              "this process; measured: process CPU time of the whole run, scoring included)")
+        print(f"  of which next-token distributions (simulation, detection, fuzzing): "
+              f"{result['floor_ratio_distributions']:.2f}; explanations (generation; the floor counts a "
+              f"generated token as one batched-forward token): {result['floor_ratio_chat']:.2f}; CPU outside "
+              f"the LLM (prompts, scoring, bootstrap, files): {result['llm_cpu_s']['rest_of_the_run']} s")
         print(f"this layer ({n_units} units) here: about {result['extrapolated_layer_hours_here']} h")
     if toks:
         g = result["gpt2_xl"]

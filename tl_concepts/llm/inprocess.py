@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -187,8 +188,11 @@ class InProcessBackend(LLM):
         """Passes that computed a shared prefix's key/value states."""
         self.prefix_tokens_computed = 0
         """Prompt tokens run through those passes."""
-        self._dist_batcher = _Batcher(self._run_dist_batch, self._dist_cost, self)
-        self._chat_batcher = _Batcher(self._run_chat_batch, self._chat_cost, self)
+        self._dist_batcher = _Batcher(self._run_dist_batch, self._dist_cost, self, "dist")
+        self._chat_batcher = _Batcher(self._run_chat_batch, self._chat_cost, self, "chat")
+        self.cpu_seconds: dict[str, float] = {"dist": 0.0, "chat": 0.0}
+        """CPU time of the thread running the batches, per kind (distributions, chat):
+        the model's compute when torch uses one thread (for benchmarks)."""
         self.forward_passes = 0
         """Forward passes / generate calls made (for tests and benchmarks)."""
         self.dist_tokens_computed = 0
@@ -934,12 +938,20 @@ class _Batcher:
     """Gathers concurrent jobs of one event loop into batches run in a worker thread."""
 
     def __init__(self, run: Callable[[list[Any]], None], cost: Callable[[Any], int],
-                 owner: InProcessBackend) -> None:
-        self.run = run
+                 owner: InProcessBackend, kind: str) -> None:
+        self._run = run
+        self.kind = kind
         self.cost = cost
         self.owner = owner
         self._state: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]]" = (
             weakref.WeakKeyDictionary())
+
+    def run(self, jobs: list[Any]) -> None:
+        c0 = time.thread_time()
+        try:
+            self._run(jobs)
+        finally:
+            self.owner.cpu_seconds[self.kind] += time.thread_time() - c0
 
     async def submit(self, job: Any) -> None:
         loop = asyncio.get_running_loop()
