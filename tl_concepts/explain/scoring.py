@@ -103,7 +103,16 @@ class SimulationScores:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SimulationScores":
-        return cls(*(Interval.from_dict(d[k]) for k in SCORE_NAMES), int(d["n_records"]), int(d["n_tokens"]))
+        return cls.from_intervals([Interval.from_dict(d[k]) for k in SCORE_NAMES], int(d["n_records"]),
+                                  int(d["n_tokens"]))
+
+    @classmethod
+    def from_intervals(cls, iv: Sequence[Interval], n_records: int, n_tokens: int) -> "SimulationScores":
+        """Build from the intervals of :data:`SCORE_NAMES`, in that order."""
+        if len(iv) != len(SCORE_NAMES):
+            raise ValueError(f"expected {len(SCORE_NAMES)} intervals ({', '.join(SCORE_NAMES)}), got {len(iv)}")
+        return cls(correlation=iv[0], rsquared=iv[1], absolute_dev_explained=iv[2], rsquared_centred=iv[3],
+                   absolute_dev_explained_centred=iv[4], n_records=n_records, n_tokens=n_tokens)
 
 
 SCORE_NAMES: tuple[str, ...] = ("correlation", "rsquared", "absolute_dev_explained", "rsquared_centred",
@@ -244,7 +253,7 @@ def score(
         for k in range(k_stats):
             lows[k], highs[k] = percentile_interval(boots[k], level)
     iv = [Interval(points[k], lows[k], highs[k], level) for k in range(k_stats)]
-    return SimulationScores(*iv, n_records=len(ts), n_tokens=int(t_all.size))
+    return SimulationScores.from_intervals(iv, n_records=len(ts), n_tokens=int(t_all.size))
 
 
 def record_resample_counts(n_records: int, n_bootstrap: int, seed: int) -> np.ndarray:

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -60,6 +61,33 @@ class _Row:
     pos: list[int]                   # their position ids
     segs: list[tuple[int, int]]      # continuation segments: (start in seq, anchor)
     past: int = 0                    # cached prefix tokens this row sees
+
+
+_GQA_ATTENTION = "tl_concepts_sdpa_gqa"
+"""Name under which :func:`_sdpa_gqa` is registered with ``transformers``."""
+
+
+def _sdpa_gqa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+              dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
+    """SDPA under our custom 4D mask that attends grouped key/value heads in place
+    (``enable_gqa``) instead of copying them once per query head, which ``transformers``
+    does whenever a mask is given; same numbers, and on CPU about half the attention time.
+    Anything unusual (soft-capping, sliding windows, sinks) goes to the stock function."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if (kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None
+            or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None
+            or attention_mask is None or query.shape[1] == key.shape[1]):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=0.0, scale=scaling, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
+_MIN_PREFIX_SAVING = 64
+"""Batched-pass tokens a prefix of its own must save to be worth its batch-1 pass."""
 
 
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -160,10 +188,20 @@ class InProcessBackend(LLM):
         """Passes that computed a shared prefix's key/value states."""
         self.prefix_tokens_computed = 0
         """Prompt tokens run through those passes."""
-        self._dist_batcher = _Batcher(self._run_dist_batch, self._dist_cost, self)
-        self._chat_batcher = _Batcher(self._run_chat_batch, self._chat_cost, self)
+        self._dist_batcher = _Batcher(self._run_dist_batch, self._dist_cost, self, "dist")
+        self._chat_batcher = _Batcher(self._run_chat_batch, self._chat_cost, self, "chat")
+        self.cpu_seconds: dict[str, float] = {"dist": 0.0, "chat": 0.0}
+        """CPU time of the thread running the batches, per kind (distributions, chat):
+        the model's compute when torch uses one thread (for benchmarks)."""
         self.forward_passes = 0
         """Forward passes / generate calls made (for tests and benchmarks)."""
+        self.dist_tokens_computed = 0
+        """Prompt tokens of distribution requests run in their batches' passes (after any
+        cached prefix; padding and candidates' later tokens not counted)."""
+        self.chat_prompt_tokens = 0
+        """Prompt tokens of chat requests run through ``generate``."""
+        self.chat_generated_tokens = 0
+        """Tokens generated for chat requests (up to and including the end token)."""
 
     def __repr__(self) -> str:
         return f"InProcessBackend(model={self.model!r})"
@@ -197,7 +235,9 @@ class InProcessBackend(LLM):
 
                     m = AutoModelForCausalLM.from_pretrained(
                         str(self._folder()), dtype=getattr(torch, self.dtype))
-                    self._model_obj = m.to(self.device).eval()
+                    # transformers wraps ``to`` in a decorator whose type takes the
+                    # device for the model
+                    self._model_obj = m.to(self.device).eval()  # type: ignore[arg-type]
         return self._model_obj
 
     @property
@@ -279,7 +319,7 @@ class InProcessBackend(LLM):
         offsets = [tuple(o) for o in enc["offset_mapping"]]
         special_ids = set(getattr(tok, "all_special_ids", []) or [])
         special = [(i in special_ids and s == e) for i, (s, e) in zip(ids, offsets)]
-        return ids, offsets, special  # type: ignore[return-value]
+        return ids, offsets, special
 
     @staticmethod
     def _index_for(p: int, offsets: list[tuple[int, int]], special: list[bool],
@@ -389,34 +429,41 @@ class InProcessBackend(LLM):
                             seq.extend(c[:-1])
                             pos_ids.extend(range(idx + 1, idx + len(c)))
             rows.append(_Row(seq, pos_ids, segs, p))
+        self.dist_tokens_computed += sum(len(j.ids) - p for j, p in zip(jobs, starts))
         hidden, _ = self._forward(rows, packed=multi, past=past)
         lm = model.get_output_embeddings()
         for b, j in enumerate(jobs):
             row = rows[b]
-            need = [idx - row.past for idx in j.index]
+            nc = len(j.cand_ids)
+            need = [idx - row.past for idx in j.index]  # hidden states that go to the LM head
+            # log P(candidate) = sum over its tokens of (logit - logsumexp) at the state that
+            # predicts it: ``terms`` lists (state, token id, candidate slot) per token
+            at: list[int] = []
+            tok_ids: list[int] = []
+            group: list[int] = []
             seg_iter = iter(row.segs)
-            seg_of: list[list[int | None]] = []
-            for _idx in j.index:
-                per = []
-                for c in j.cand_ids:
+            for k in range(len(j.index)):
+                for ci, c in enumerate(j.cand_ids):
+                    g = k * nc + ci
+                    at.append(k)
+                    tok_ids.append(c[0])
+                    group.append(g)
                     if len(c) > 1:
                         start, _anchor = next(seg_iter)
-                        per.append(len(need))
+                        first = len(need)
                         need.extend(range(start, start + len(c) - 1))
-                    else:
-                        per.append(None)
-                seg_of.append(per)
-            logp = self._logprobs(lm, hidden[b, need])
-            j.probs = []
-            for k, _idx in enumerate(j.index):
-                out = {}
-                for ci, (cname, c) in enumerate(zip(j.cands, j.cand_ids)):
-                    total = logp[k, c[0]]
-                    first = seg_of[k][ci]
-                    for t in range(1, len(c)):
-                        total = total + logp[first + t - 1, c[t]]
-                    out[cname] = float(torch.exp(total))
-                j.probs.append(out)
+                        for t in range(1, len(c)):
+                            at.append(first + t - 1)
+                            tok_ids.append(c[t])
+                            group.append(g)
+            logits, lse = self._logits_lse(lm, hidden[b, need])
+            at_t = torch.tensor(at, device=logits.device)
+            terms = logits[at_t, torch.tensor(tok_ids, device=logits.device)] - lse[at_t]
+            total = terms.new_zeros(len(j.index) * nc).index_add_(
+                0, torch.tensor(group, device=logits.device), terms)
+            probs = torch.exp(total).tolist()
+            j.probs = [dict(zip(j.cands, probs[k * nc:(k + 1) * nc]))
+                       for k in range(len(j.index))]
 
     # ------------------------------------------------------------------ shared-prefix cache
     def _prefix_plan(self, jobs: list[_DistJob]) -> list[int]:
@@ -433,13 +480,41 @@ class InProcessBackend(LLM):
             share[a] = max(share[a], common)
             share[b] = max(share[b], common)
         starts = []
+        cached_at: list[list[int]] = []  # per job: lengths of cached keys that prefix it
         for j, s in zip(jobs, share):
-            for key in self._prefix_store:
-                if len(key) > s and len(key) <= len(j.ids) and tuple(j.ids[:len(key)]) == key:
-                    s = len(key)
+            lens = [len(key) for key in self._prefix_store
+                    if len(key) <= len(j.ids) and tuple(j.ids[:len(key)]) == key]
+            cached_at.append(lens)
+            s = max([s, *lens])
             s = min(s, min(j.index), len(j.ids) - 1)
             starts.append(s if s >= self.min_prefix_tokens else 0)
-        return starts
+        return self._drop_small_extensions(jobs, starts, cached_at)
+
+    def _drop_small_extensions(self, jobs: list[_DistJob], starts: list[int],
+                               cached_at: list[list[int]]) -> list[int]:
+        """Shorten prefixes that would cost a pass of their own for little: a prefix that
+        extends a shorter usable one (cached, or shared with other jobs of the batch) by
+        ``e`` tokens for ``n`` jobs saves ``n * e`` tokens of the batched pass but costs a
+        batch-1 pass, worth about :data:`_MIN_PREFIX_SAVING` batched tokens. Records that
+        happen to begin alike are then run in the batched pass instead."""
+        out = list(starts)
+        for i, (j, s) in enumerate(zip(jobs, starts)):
+            if not s:
+                continue
+            key = j.ids[:s]
+            n = 0
+            base = max([c for c in cached_at[i] if c <= s] or [0])
+            if base == s:
+                continue  # cached already: free
+            for o, t in zip(jobs, starts):
+                common = _common_length(key, o.ids[:max(t, 1)])
+                if common >= s:
+                    n += 1
+                elif common >= self.min_prefix_tokens and t >= common:
+                    base = max(base, common)
+            if base >= self.min_prefix_tokens and n * (s - base) < _MIN_PREFIX_SAVING:
+                out[i] = base
+        return out
 
     def _batch_past(self, jobs: list[_DistJob], starts: list[int]) -> list[tuple[Any, Any]]:
         """Key/value states of each job's prefix, right-padded to the longest, per layer
@@ -453,6 +528,9 @@ class InProcessBackend(LLM):
         entries = {k: self._prefix_entry(k) for k in keys}
         longest = max(starts)
         proto = next(iter(entries.values()))
+        if len(keys) == 1 and all(starts):  # one prefix for every row: broadcast, no copies
+            n = len(jobs)
+            return [(k0.expand(n, -1, -1, -1), v0.expand(n, -1, -1, -1)) for k0, v0 in proto]
         past = []
         for layer, (k0, v0) in enumerate(proto):
             K = k0.new_zeros((len(jobs), k0.shape[1], longest, k0.shape[3]))
@@ -478,6 +556,17 @@ class InProcessBackend(LLM):
         for k in store:
             if len(base) < len(k) < len(key) and key[:len(k)] == k:
                 base = k
+        if not base:  # a cached key sharing its start (the instructions and few-shot
+            # examples before another explanation): those states are the same, take them
+            best, src = 0, None
+            for k in store:
+                c = _common_length(k, key)
+                if c > best:
+                    best, src = c, k
+            if src is not None and self.min_prefix_tokens <= best < len(key):
+                base = key[:best]
+                store[base] = [(k_[:, :, :best].clone(), v_[:, :, :best].clone())
+                               for k_, v_ in store[src]]
         model = self.hf_model
         new = list(key[len(base):])
         kw: dict[str, Any] = {}
@@ -488,6 +577,8 @@ class InProcessBackend(LLM):
                                                          device=self.device)[None],
                                use_cache=True, **kw)
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        if cache is None:
+            raise RuntimeError(f"{self.model} returned no key/value cache")  # caught by _check_prefix
         entry = [(layer.keys, layer.values) for layer in cache.layers]
         self.prefix_passes += 1
         self.prefix_tokens_computed += len(new)
@@ -523,7 +614,7 @@ class InProcessBackend(LLM):
             if self._packed_ok:
                 cand_sets.append([single, [ids[4], ids[5]]])
             saved, min_saved = self._prefix_store, self.min_prefix_tokens
-            counts = (self.prefix_passes, self.prefix_tokens_computed)
+            counts = (self.prefix_passes, self.prefix_tokens_computed, self.dist_tokens_computed)
             self._prefix_store, self.min_prefix_tokens = OrderedDict(), 2
             try:
                 for cands in cand_sets:
@@ -545,13 +636,27 @@ class InProcessBackend(LLM):
                                     return False
             finally:
                 self._prefix_store, self.min_prefix_tokens = saved, min_saved
-                self.prefix_passes, self.prefix_tokens_computed = counts
+                self.prefix_passes, self.prefix_tokens_computed, self.dist_tokens_computed = counts
             return True
         except Exception as e:  # the model rejects caches with custom masks
             log.info("%s: shared-prefix cache unavailable (%s)", self.model, e)
             return False
 
+    def _logits_lse(self, lm: Any, h: Any) -> tuple[Any, Any]:
+        """Logits of hidden states ``h`` (scaled and soft-capped as the model does) and
+        their log-sum-exp over the vocabulary: log P(token) = logit - lse, without
+        writing a full log-softmax."""
+        import torch
+
+        logits = self._logits(lm, h)
+        return logits, torch.logsumexp(logits, dim=-1)
+
     def _logprobs(self, lm: Any, h: Any) -> Any:
+        import torch
+
+        return torch.log_softmax(self._logits(lm, h), dim=-1)
+
+    def _logits(self, lm: Any, h: Any) -> Any:
         import torch
 
         logits = lm(h).float()
@@ -562,7 +667,7 @@ class InProcessBackend(LLM):
         cap = getattr(cfg, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        return torch.log_softmax(logits, dim=-1)
+        return logits
 
     def _forward(self, rows: list["_Row"], packed: bool,
                  past: list[tuple[Any, Any]] | None = None) -> tuple[Any, Any]:
@@ -612,9 +717,34 @@ class InProcessBackend(LLM):
             mask = torch.zeros((B, T), dtype=torch.long)
             for b, r in enumerate(rows):
                 mask[b, :len(r.seq)] = 1
-        out = model.base_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                               position_ids=pos.to(self.device), use_cache=bool(past), **kw)
+        gqa = bool(packed or past) and self._use_gqa_attention()
+        cfg = model.config
+        saved = cfg._attn_implementation
+        if gqa:
+            cfg._attn_implementation = _GQA_ATTENTION
+        try:
+            out = model.base_model(input_ids=ids.to(self.device),
+                                   attention_mask=mask.to(self.device),
+                                   position_ids=pos.to(self.device), use_cache=bool(past), **kw)
+        finally:
+            if gqa:
+                cfg._attn_implementation = saved
         return out.last_hidden_state, mask
+
+    def _use_gqa_attention(self) -> bool:
+        """Attend grouped key/value heads in place under custom masks? Only for a model on
+        CPU using ``sdpa`` with fewer key/value heads than query heads (on GPUs a mask with
+        grouped heads falls back to a slow kernel)."""
+        cfg = self.hf_model.config
+        if (getattr(cfg, "_attn_implementation", None) != "sdpa" or str(self.device) != "cpu"
+                or not getattr(cfg, "num_key_value_heads", None)
+                or cfg.num_key_value_heads >= getattr(cfg, "num_attention_heads", 0)):
+            return False
+        from transformers import AttentionInterface
+
+        if _GQA_ATTENTION not in AttentionInterface._global_mapping:
+            AttentionInterface.register(_GQA_ATTENTION, _sdpa_gqa)
+        return True
 
     def _run_dist_unpacked(self, jobs: list[_DistJob]) -> None:
         """Fallback for models without custom 4D masks: one row per continuation."""
@@ -632,6 +762,7 @@ class InProcessBackend(LLM):
                         rows.append(_Row(seq, list(range(len(seq))), []))
             hidden, _ = self._forward(rows, packed=False)
             self.forward_passes += 1
+            self.dist_tokens_computed += len(j.ids)
             main = self._logprobs(lm, hidden[0, j.index])
             j.probs = []
             for k, idx in enumerate(j.index):
@@ -799,18 +930,28 @@ class InProcessBackend(LLM):
                 body = new[:cut]
                 j.n_generated = cut + 1
             j.text = tok.decode(body, skip_special_tokens=True)
+        self.chat_prompt_tokens += sum(len(j.ids) for j in jobs)
+        self.chat_generated_tokens += sum(j.n_generated for j in jobs)
 
 
 class _Batcher:
     """Gathers concurrent jobs of one event loop into batches run in a worker thread."""
 
     def __init__(self, run: Callable[[list[Any]], None], cost: Callable[[Any], int],
-                 owner: InProcessBackend) -> None:
-        self.run = run
+                 owner: InProcessBackend, kind: str) -> None:
+        self._run = run
+        self.kind = kind
         self.cost = cost
         self.owner = owner
         self._state: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]]" = (
             weakref.WeakKeyDictionary())
+
+    def run(self, jobs: list[Any]) -> None:
+        c0 = time.thread_time()
+        try:
+            self._run(jobs)
+        finally:
+            self.owner.cpu_seconds[self.kind] += time.thread_time() - c0
 
     async def submit(self, job: Any) -> None:
         loop = asyncio.get_running_loop()
