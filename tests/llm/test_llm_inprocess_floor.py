@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.llm.tiny_models import make_tiny_model
+from tests.helpers.tiny_models import make_tiny_model
 from tests.llm.test_llm_inprocess import reference
 from tl_concepts.llm import InProcessBackend
 from tl_concepts.llm import inprocess

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from tests.explain import explain_fakes
-from tests.explain.explain_fakes import RuleLLM, planted_unit
-from tests.standins.openai_server import OpenAIStandin, Reply
+from tests.helpers import explain_fakes
+from tests.helpers.explain_fakes import RuleLLM, planted_unit
+from tests.helpers.openai_server import OpenAIStandin, Reply
 from tl_concepts.concepts.labelling import LabelOptions, LabelStore, label_concepts
 from tl_concepts.concepts.model import ConceptSet
 from tl_concepts.descriptors.generate import generate_descriptors, read_records
@@ -259,8 +259,7 @@ def test_ray_workers_share_one_requests_per_minute_budget(ray_cluster, tmp_path)
 # ------------------------------------------------------------------ real interruptions
 CRASH_SCRIPT = """
 import sys
-sys.path.insert(0, {root!r})
-from tests.explain.explain_fakes import RuleLLM, planted_unit
+from tests.helpers.explain_fakes import RuleLLM, planted_unit
 from tl_concepts.explain.runner import ExplainConfig, run_explain
 units = [planted_unit("weekday", unit=i, seed=i + 1) for i in range(4)]
 run_explain(units, RuleLLM(), ExplainConfig(out_dir=sys.argv[1], n_bootstrap=20, progress=False))
@@ -270,17 +269,10 @@ run_explain(units, RuleLLM(), ExplainConfig(out_dir=sys.argv[1], n_bootstrap=20,
 def test_explain_killed_locally_resumes_on_ray(ray_cluster, tmp_path):
     """kill -9 after the second unit file of a local run; the Ray rerun asks only for the other
     two units and ends with the files of an uninterrupted run."""
-    import os
-    import subprocess
-    from pathlib import Path
+    from tests.helpers.scripts import run_python
 
-    root = Path(__file__).resolve().parents[2]
-    script = tmp_path / "crash.py"
-    script.write_text(CRASH_SCRIPT.format(root=str(root)))
     out = tmp_path / "killed"
-    env = dict(os.environ, TL_CONCEPTS_CRASH_AT="explain.unit:2")
-    crashed = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env,
-                             timeout=300)
+    crashed = run_python(CRASH_SCRIPT, str(out), crash_at="explain.unit:2")
     assert crashed.returncode == 137, crashed.stderr
     assert len(list((out / "units").glob("*.json"))) == 2
     saved = {p.stem for p in (out / "units").glob("*.json")}
@@ -370,7 +362,7 @@ def test_in_process_model_on_ray_workers(ray_cluster, tmp_path):
     """Each worker loads its own copy of an in-process model: same identity (so the same keys),
     and a per-unit failure (here the tiny model's 256-token context is too short for the
     explanation prompt) is recorded on Ray exactly as locally."""
-    from tests.llm.tiny_models import make_tiny_model, make_tiny_tokenizer
+    from tests.helpers.tiny_models import make_tiny_model, make_tiny_tokenizer
     from tl_concepts.executor import map_items
     from tl_concepts.llm.workers import llm_recipe
 
