@@ -28,6 +28,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
 
@@ -170,15 +172,53 @@ def _import_ray() -> Any:
 
 
 def ensure_ray(ray_address: str | None = None) -> Any:
-    """The ``ray`` module, connected (``ray.init(address=ray_address)`` unless already)."""
+    """The ``ray`` module, connected (``ray.init(address=ray_address)`` unless already).
+
+    A ``host:port`` / ``ray://host:port`` address that does not answer is a
+    :class:`ConfigError` at once (``ray.init`` would retry it for minutes). When this process
+    is already connected, that connection is used; a warning names it if ``ray_address``
+    looks like another cluster.
+    """
     ray = _import_ray()
-    if not ray.is_initialized():
-        try:
-            ray.init(address=ray_address, log_to_driver=False, ignore_reinit_error=True)
-        except ConnectionError as e:
-            raise ConfigError(f"cannot reach the Ray cluster at {ray_address!r}: {e}; start one with "
-                              "'ray start --head' or leave the address out for a local cluster") from e
+    if ray.is_initialized():
+        if ray_address not in (None, "auto"):
+            current = _connected_address(ray)
+            if current and _host_port(ray_address) not in (None, _host_port(current)):
+                log.warning("this process is already connected to the Ray cluster at %s, not %s: using that "
+                            "one (restart the Python process, or call ray.shutdown(), to switch)", current, ray_address)
+        return ray
+    _check_reachable(ray_address)
+    try:
+        ray.init(address=ray_address, log_to_driver=False, ignore_reinit_error=True)
+    except ConnectionError as e:
+        raise ConfigError(f"cannot reach the Ray cluster at {ray_address!r}: {e}; start one with "
+                          "'ray start --head' or leave the address out for a local cluster") from e
     return ray
+
+
+def _host_port(address: str | None) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``host:port`` / ``ray://host:port`` address; None for ``auto`` and the like."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address or "")
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def _connected_address(ray: Any) -> str | None:
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:  # an older Ray without the field: nothing to compare
+        return None
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A :class:`ConfigError` at once when a ``host:port`` Ray address does not answer."""
+    hp = _host_port(address)
+    if hp is None:  # None, "auto", "local": Ray finds or starts the cluster itself
+        return
+    try:
+        socket.create_connection(hp, timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or e}); start one with "
+                          "'ray start --head', check the address, or leave it out for a local cluster") from None
 
 
 class _Worker:

@@ -94,3 +94,24 @@ def test_ray_reraises_the_items_exception(ray_cluster):
     with pytest.raises(LLMError, match="refused") as e:
         map_items(fail_on_three, [1, 2, 3, 4], executor="ray", num_workers=2)
     assert e.value.kind == "auth"
+
+
+def test_unreachable_ray_address_is_one_clear_error_at_once():
+    """A host:port nobody listens on: a ConfigError within seconds, not minutes of ray.init retries."""
+    import socket
+    import time
+
+    from tl_concepts.errors import ConfigError
+    from tl_concepts.executor import ensure_ray
+
+    with socket.socket() as s:  # a free port, closed again: nothing answers there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot reach the Ray cluster"):
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        ensure_ray(f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 10

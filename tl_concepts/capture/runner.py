@@ -836,22 +836,6 @@ class _ReplicaSetup:
         return _Forward(model, cfg, self.prefix, self.suffix), ray.get(self.windows)
 
 
-def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """A :class:`ConfigError` at once when a ``host:port`` / ``ray://host:port`` Ray address
-    does not answer (``ray.init`` would retry it for minutes)."""
-    import re
-    import socket
-
-    m = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address or "")
-    if m is None:  # None, "auto", "local": Ray finds or starts the cluster itself
-        return
-    try:
-        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout).close()
-    except OSError as e:
-        raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or e}); start one with "
-                          "'ray start --head', check the address, or leave it out for a local cluster") from None
-
-
 def _shard_results(fw: _Forward, windows: Windows, cfg: CaptureConfig, plan: list[_Shard], manifest: dict[str, Any],
                    ray_opts: RayCapture, on_batch: Any) -> Iterator[tuple[int, _ShardRows]]:
     """Captured shards in order, run here (``executor="local"``) or on Ray workers."""
@@ -861,7 +845,6 @@ def _shard_results(fw: _Forward, windows: Windows, cfg: CaptureConfig, plan: lis
     if cfg.executor == "local":
         ctx = _LocalContext(fw, windows, on_batch)
         return imap_items(_capture_shard, plan, setup=lambda: ctx, executor="local")
-    _check_reachable(cfg.ray_address)
     ray = ensure_ray(cfg.ray_address)
     replica = ray_opts.replica
     if isinstance(replica, str):
