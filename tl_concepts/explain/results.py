@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence, overload
 from tl_concepts.errors import StoreError
 from tl_concepts.explain.scoring import Interval
 from tl_concepts.ids import unit_id
-from tl_concepts.results import ResultTable
+from tl_concepts.results import ResultTable, json_default
 from tl_concepts.resultstore import ResultStore
 
 
@@ -73,18 +73,11 @@ def explain_failed(d: dict[str, Any]) -> list[str] | None:
     return failure_kinds(d) if d.get("status") in FAILED_STATUSES else None
 
 
-def _json_default(o: Any) -> Any:
-    item = getattr(o, "item", None)  # numpy scalars
-    if callable(item):
-        return item()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
 def unit_store(out_dir: str | os.PathLike[str], folder: str = "units") -> ResultStore:
     """The explanation results of ``out_dir``: ``<out_dir>/units/<unit id>.json`` (``folder="errors"``:
     the units that hit a bug, retried on the next run)."""
     return ResultStore(Path(out_dir) / folder, failed=explain_failed, layout="files", indent=1,
-                       ensure_ascii=True, allow_nan=False, default=_json_default)
+                       ensure_ascii=True, allow_nan=False, default=json_default)
 
 
 def load_unit_dicts(out_dir: str | os.PathLike[str], ids: Sequence[str] | None = None, *,

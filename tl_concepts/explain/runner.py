@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
+from tl_concepts.results import json_default
 from tl_concepts._sync import run_sync
 from tl_concepts.atomic import folder_lock
 from tl_concepts.capture.records import ActivationRecord, UnitRecords
@@ -135,13 +136,7 @@ def unit_path(out_dir: str | os.PathLike, key: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to a temp file in the same folder, then ``os.replace`` it."""
-    write_json(path, obj, indent=1, ensure_ascii=True, allow_nan=False, default=_json_default)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+    write_json(path, obj, indent=1, ensure_ascii=True, allow_nan=False, default=json_default)
 
 
 def _clean(obj: Any) -> Any:
