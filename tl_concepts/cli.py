@@ -284,7 +284,7 @@ class Command:
             if (cls, f.name) in self.skip:
                 continue
             tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
                 nested.append((f, tp))
                 if (cls.__name__, f.name) not in PRESETS:
                     continue
@@ -331,7 +331,7 @@ class Command:
             raise TypeError(f"{flag.owner.__name__}.{flag.name} has no docstring")  # a bug, caught by tests
         note = "required" if flag.required else f"default: {_fmt(flag.default)}"
         kw: dict[str, Any] = {"help": f"{doc} ({note})".replace("%", "%%"), "dest": flag.dest}
-        names = [flag.option, *ALIASES.get(flag.dest, ())]
+        names = sorted([flag.option, *ALIASES.get(flag.dest, ())], key=lambda n: n.startswith("--"))
         tp, optional = _unwrap(flag.tp)
         origin = typing.get_origin(tp)
         if tp is bool:
@@ -345,8 +345,11 @@ class Command:
             kw["type"] = _scalar(tp, optional)
         if flag.choices:
             kw["choices"] = flag.choices
-        if flag.choices:
+        if flag.choices and "nargs" not in kw:
             kw["metavar"] = "{" + ",".join(flag.choices) + "}"
+        elif flag.choices:
+            kw["metavar"] = flag.dest.upper().rstrip("S")
+            kw["help"] = kw["help"][:-1] + f"; choices: {', '.join(flag.choices)})"
         elif tp is not bool:
             elem = typing.get_args(tp)[0] if origin in (list, tuple) else tp
             kw["metavar"] = {int: "N", float: "X"}.get(elem, flag.dest.upper())
@@ -446,16 +449,16 @@ class Inputs:
         root = root or cls
         hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # every source is a dataclass
             p = path + (f.name,)
             tp = hints[f.name]
             dest = self.command.dest_of.get((root, p))
-            if dataclasses.is_dataclass(tp):
-                sub = self.build(tp, p, root)  # type: ignore[arg-type]
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+                sub: Any = self.build(tp, p, root)
                 if dest is not None and dest in self.given:  # a preset, with the nested flags on top
                     overrides = {g.name: getattr(sub, g.name) for g in dataclasses.fields(tp)
                                  if self.command.dest_of.get((root, p + (g.name,))) in self.given}
-                    sub = tp.preset(self.given[dest], **overrides)  # type: ignore[attr-defined]
+                    sub = getattr(tp, "preset")(self.given[dest], **overrides)
                 kwargs[f.name] = sub
             elif dest is not None and dest in self.given:
                 v = self.given[dest]
@@ -495,7 +498,7 @@ def _human_bytes(n: float) -> str:
 def _llm(a: LLMArgs) -> Any:
     from tl_concepts.llm import get_llm
 
-    kw = {k: v for k, v in (("base_url", a.base_url), ("max_concurrency", a.concurrency)) if v}
+    kw: dict[str, Any] = {k: v for k, v in (("base_url", a.base_url), ("max_concurrency", a.concurrency)) if v}
     return get_llm(a.llm, **kw)
 
 
@@ -701,8 +704,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tl_concepts import __version__
 
     parser = argparse.ArgumentParser(
-        prog="tl-concepts", description="Ask an LLM what the insides of a language model mean, and score "
-                                        "every answer.",
+        prog="tl-concepts",
+        description="Ask an LLM what the insides of a language model mean, and score every answer.\n\n"
+                    "Every subcommand takes --config FILE (YAML or JSON, settings by flag name; flags override "
+                    "it).\nWrite 'none' for an empty value (e.g. --max-docs none).",
         epilog="examples:\n" + "\n".join(f"  {x.strip()}" for x in __doc__.split("Example:")[1].splitlines()
                                           if x.strip()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -727,14 +732,24 @@ def _is_user_error(e: BaseException) -> bool:
     return isinstance(e, ValueError) and type(e).__module__.startswith("tl_concepts")
 
 
+def parse(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Inputs]:
+    """Parse a command line (``--config`` file first, flags on top) without running it.
+
+    Example:
+        >>> _, inp = parse(["capture", "--hooks", "blocks.0.mlp.hook_post", "--out", "s", "--exemplars", "bills"])
+        >>> from tl_concepts.capture import CaptureConfig
+        >>> inp[CaptureConfig].exemplars.n_train_top
+        5
+    """
+    ns = build_parser().parse_args(argv)
+    return ns, _merge(ns._command, ns, ns._parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI. A bad flag or ``--config`` value is argparse's one-line error (exit 2); a
     user error prints one line and exits 2 (bad input) or 1 (a failed run, e.g. a wrong API
     key); a bug prints its full traceback and exits 1."""
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    command: Command = ns._command
-    inp = _merge(command, ns, ns._parser)
+    ns, inp = parse(argv)
     if not logging.getLogger().handlers:  # the library logs; the CLI shows its progress notes
         logging.basicConfig(format="[tl-concepts] %(message)s", level=logging.WARNING)
         logging.getLogger("tl_concepts").setLevel(
