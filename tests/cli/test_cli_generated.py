@@ -233,3 +233,62 @@ def test_capture_from_a_config_file_end_to_end(tiny_gpt2_dir, tmp_path, capsys):
     assert manifest["settings"]["context_tokens"] == 8
     assert manifest["exemplars"] == ExemplarConfig.bills(n_negative=1).to_dict()
     assert "tokens " in capsys.readouterr().out
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def _documented_commands() -> list[str]:
+    """Every ``tl-concepts <command> ...`` line of README.md and docs/*.md (continuations joined)."""
+    lines = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.strip().strip("`").split("  #")[0].strip()
+            if line.startswith("time "):
+                line = line[5:]
+            for prefix in (".venv/bin/tl-concepts ", "tl-concepts "):
+                if line.startswith(prefix) and "`" not in line and "<" not in line:
+                    lines.append(line[len(prefix) - len("tl-concepts "):])
+    return lines
+
+
+def test_documented_command_lines_and_help_examples_parse(capsys, tmp_path, monkeypatch):
+    import shlex
+
+    monkeypatch.chdir(tmp_path)  # the examples' --config files: README's capture.yaml, an empty run.yaml
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (tmp_path / "capture.yaml").write_text(readme.split("```yaml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+    (tmp_path / "run.yaml").write_text("", encoding="utf-8")
+    docs = _documented_commands()
+    assert len(docs) >= 10
+    examples = [e for p in _subparsers().values() for e in p.epilog.splitlines()[1:]]
+    for line in docs + [e.strip() for e in examples]:
+        argv = shlex.split(line)[1:]
+        if argv in (["--version"], []):
+            continue
+        try:
+            cli.parse(argv)
+        except SystemExit:
+            pytest.fail(f"documented command does not parse: {line}\n{capsys.readouterr().err}")
+
+
+def test_every_flag_of_the_readme_cli_section_exists():
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Command line"):text.index("## The other stages")]
+    known = {o for p in _subparsers().values() for a in p._actions for o in a.option_strings} | {"--version"}
+    used = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", section))
+    assert used and used <= known, used - known
+
+
+def test_the_readme_config_example_parses(tmp_path):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    f = tmp_path / "capture.yaml"
+    f.write_text(block, encoding="utf-8")
+    _, inp = cli.parse(["capture", "--config", str(f), "--context-tokens", "128"])
+    cfg = inp[CaptureConfig]
+    assert cfg.context_tokens == 128 and cfg.exemplars == ExemplarConfig.bills(n_negative=5)
+    assert inp[cli.CorpusArgs].encoding == "latin-1" and len(cfg.hooks) == 2
