@@ -46,8 +46,8 @@ class ModelArgs:
 
     model: str = "minilm"
     """Model to load: ``minilm``, ``smollm2-135m``, a Hugging Face name or a local folder."""
-    device: str | None = None
-    """Device the model is loaded on and runs on (None: cpu)."""
+    device: str = "cpu"
+    """Device the model is loaded on and runs on."""
 
 
 @dataclass
@@ -195,9 +195,12 @@ CHOICES: dict[tuple[str, str], Callable[[], Sequence[str]]] = {
 PRESETS = {("CaptureConfig", "exemplars")}
 """Nested configs that also take a preset name (``--exemplars bills``); their own fields override it."""
 
-ALIASES: dict[str, tuple[str, ...]] = {"k": ("-k",), "n_negative": ("--negative",),
-                                       "n_context": ("--context",), "methods": ("--method",)}
-"""Extra spellings of a flag (short ``-k``; the names earlier versions used)."""
+ALIASES: dict[tuple[str, str], tuple[str, ...]] = {
+    (_ANY, "k"): ("-k",), ("ExemplarConfig", "n_negative"): ("--negative",),
+    ("LabelOptions", "n_context"): ("--context",), ("RankConfig", "methods"): ("--method",),
+    ("DescriptorsConfig", "k"): ()}
+"""Extra spellings of a flag, by (class name, field name): ``-k`` for a number of concepts, and the
+names earlier versions used. (``descriptors --k`` is the k of precision@k: no ``-k``.)"""
 
 
 @dataclass
@@ -331,7 +334,8 @@ class Command:
             raise TypeError(f"{flag.owner.__name__}.{flag.name} has no docstring")  # a bug, caught by tests
         note = "required" if flag.required else f"default: {_fmt(flag.default)}"
         kw: dict[str, Any] = {"help": f"{doc} ({note})".replace("%", "%%"), "dest": flag.dest}
-        names = sorted([flag.option, *ALIASES.get(flag.dest, ())], key=lambda n: n.startswith("--"))
+        aliases = ALIASES.get((flag.owner.__name__, flag.name), ALIASES.get((_ANY, flag.name), ()))
+        names = sorted([flag.option, *aliases], key=lambda n: n.startswith("--"))
         tp, optional = _unwrap(flag.tp)
         origin = typing.get_origin(tp)
         if tp is bool:
@@ -556,7 +560,7 @@ def _cmd_explain(inp: Inputs) -> int:
         store = ActivationStore.open(a.store)
         check_units(store, a.hook, units)  # before any work
     else:
-        model = models.load(m.model, device=m.device or "cpu")
+        model = models.load(m.model, device=m.device)
         check_units_for_model(model, a.hook, units)
         corpus = load_corpus(c.corpus, text_column=c.text_column, max_docs=c.max_docs, encoding=c.encoding)
         store = capture(model, corpus, [a.hook], out / "store", model_name=m.model, progress=cfg.progress,
