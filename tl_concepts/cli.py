@@ -309,7 +309,10 @@ class Command:
             default = _default(f)
         key = (cls.__name__, f.name)
         chooser = CHOICES.get(key) or CHOICES.get((_ANY, f.name))
-        self.flags[dest] = Flag(dest, cls, f.name, tp, default, tuple(chooser()) if chooser else None)
+        choices = tuple(chooser()) if chooser else None
+        if typing.get_origin(_unwrap(tp)[0]) is typing.Literal:  # a Literal field lists its own values
+            choices = tuple(str(v) for v in typing.get_args(_unwrap(tp)[0]))
+        self.flags[dest] = Flag(dest, cls, f.name, tp, default, choices)
         self.dest_of[(root, path)] = dest
 
     # -- argparse

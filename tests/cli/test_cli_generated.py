@@ -70,6 +70,28 @@ def test_every_config_field_is_a_flag_with_its_docstring(name):
     assert seen >= 10
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_flag_has_its_fields_docstring_and_default_as_help(name):
+    sub = _subparsers()[name]
+    helps = _helps(sub)
+    for flag in sub.get_default("_command").flags.values():
+        text = helps[flag.option]
+        assert text.startswith(cli.first_sentence(cli.field_docs(flag.owner)[flag.name])), (flag.option, text)
+        assert text.endswith("(required)") if flag.required else "(default: " in text, text
+
+
+def test_a_literal_field_gets_its_values_as_choices():
+    @dataclasses.dataclass
+    class Toy:
+        """A toy config."""
+
+        placement: typing.Literal["local", "ray"] = "local"
+        """Where it runs."""
+
+    command = cli.Command("toy", "toy", "toy", ["tl-concepts toy"], [Toy], lambda inp: 0)
+    assert command.flags["placement"].choices == ("local", "ray")
+
+
 def test_nested_configs_are_flattened_and_a_clash_gets_a_prefix():
     concepts = _subparsers()["concepts"].get_default("_command")
     assert concepts.dest_of[(ConceptsConfig, ("filters", "min_count"))] == "min_count"
