@@ -299,7 +299,7 @@ class Command:
              prefix: str) -> None:
         dest = f.name
         if dest in self.flags:
-            if not dataclasses.is_dataclass(root) or root.__module__ == __name__:  # CLI input: same meaning
+            if root.__module__ == __name__:  # a CLI input a config already declares: the config's flag
                 self.dest_of[(root, path)] = dest
                 return
             dest = f"{prefix}_{f.name}" if prefix else f"{root.__name__.lower()}_{f.name}"
