@@ -155,13 +155,15 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def plain(doc: str) -> str:
-    """A field docstring as one line of plain text (reST roles and literals unwrapped).
+    """A field docstring as one line of plain text (reST roles and literals unwrapped; ``None``
+    spelled ``none``, as the command line takes it).
 
     Example:
-        >>> plain("Run ``local`` or see :class:`~tl_concepts.x.Y`.")
-        'Run local or see Y.'
+        >>> plain("Run ``local`` or see :class:`~tl_concepts.x.Y` (None: all).")
+        'Run local or see Y (none: all).'
     """
     text = re.sub(r":\w+:`~?([^`]+)`", lambda m: m.group(1).split(".")[-1], doc)
+    text = re.sub(r"\bNone\b", "none", text)  # the spelling a flag or --config file takes
     return " ".join(text.replace("``", "").split())
 
 
