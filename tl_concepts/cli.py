@@ -69,8 +69,8 @@ class LLMArgs:
     """The LLM that answers."""
 
     llm: str | None = None
-    """LLM spec: ``in-process``, ``in-process:/path/to/hf-folder`` or ``openai:MODEL`` (None: ``$TL_CONCEPTS_LLM`` or the
-    embedded SmolLM2-135M-Instruct in process)."""
+    """LLM spec: ``in-process``, ``in-process:/path/to/hf-folder`` or ``openai:MODEL`` (None:
+    ``$TL_CONCEPTS_LLM`` or the embedded SmolLM2-135M-Instruct in process)."""
     base_url: str | None = None
     """OpenAI-compatible endpoint for ``--llm openai:MODEL``."""
     concurrency: int | None = None
