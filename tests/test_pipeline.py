@@ -18,7 +18,7 @@ KINDS = ("concepts", "explanations", "probes", "rankings", "descriptors")
 
 def _run(out: Path, env: dict[str, str]) -> dict:
     cmd = [sys.executable, "-m", "tl_concepts.cli", "run", "--out", str(out), "--max-docs", "10", "-k", "6",
-           "--units", "1", "--push-to-hub", "alice/lee-minilm", "--no-progress"]
+           "--n-units", "1", "--push-to-hub", "alice/lee-minilm", "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert TOKEN not in proc.stdout + proc.stderr
@@ -39,7 +39,7 @@ def test_main_job_end_to_end(tmp_path):
         out = tmp_path / "run"
         # killed between two dataset cards: the same command resumes to a finished run
         crash = subprocess.run([sys.executable, "-m", "tl_concepts.cli", "run", "--out", str(out), "--max-docs", "10",
-                                "-k", "6", "--units", "1", "--no-progress"],
+                                "-k", "6", "--n-units", "1", "--no-progress"],
                                env={**env, "TL_CONCEPTS_CRASH_AT": "cards.dataset:2"}, capture_output=True, text=True)
         assert crash.returncode == 137 and not (out / "run.json").exists(), crash.stderr[-2000:]
         first = _run(out, env)
@@ -88,7 +88,7 @@ def test_run_with_a_wrong_key_fails_fresh_and_resumed(tmp_path):
     with OpenAIStandin(api_key="sk-right") as llm:
         base = {**os.environ, "OPENAI_BASE_URL": llm.base_url}
         base.pop("TL_CONCEPTS_LLM", None)
-        args = ["run", "--out", str(tmp_path / "run"), "--max-docs", "10", "-k", "6", "--units", "1",
+        args = ["run", "--out", str(tmp_path / "run"), "--max-docs", "10", "-k", "6", "--n-units", "1",
                 "--llm", "openai:standin-model", "--no-progress"]
         # fresh: the first LLM stage stops the job, naming the cause, without the key
         p = _cli(args, {**base, "OPENAI_API_KEY": "sk-WRONG-abc123"})

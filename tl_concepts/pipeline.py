@@ -35,6 +35,8 @@ class RunConfig:
     """Run folder: ``store/``, ``concepts/``, ``explain/``, ``probing/``, ``datasets/``, ``report/``."""
     model: str = "minilm"
     """Model whose insides are interpreted (``minilm``, ``smollm2-135m`` or a HF name/folder)."""
+    device: str = "cpu"
+    """Device the interpreted model is loaded on and runs on."""
     corpus: str = "lee"
     """Corpus spec (see :func:`tl_concepts.corpus.load_corpus`)."""
     max_docs: int | None = 100
@@ -44,9 +46,10 @@ class RunConfig:
     k: int | None = 40
     """Concepts (None: one per ~40 clustered words)."""
     min_count: int = 5
-    """Concept filter: minimum occurrences of a word type."""
+    """Concept filter: minimum occurrences of a word type (5 here, below the ``concepts``
+    command's 10, so the small default corpus keeps enough words)."""
     n_units: int = 3
-    """MLP neurons explained (units 0..n_units-1; units with too few activating contexts are
+    """Number of MLP neurons explained (units 0..n_units-1; units with too few activating contexts are
     reported as such, not dropped)."""
     fuzzing: bool = False
     """Also run the fuzzing scorer (detection always runs); off by default to keep the
@@ -160,10 +163,10 @@ def _run(cfg: RunConfig, token: str | None) -> dict[str, Any]:
 
     def do_capture():
         corpus = load_corpus(cfg.corpus, max_docs=cfg.max_docs)
-        loaded["model"] = models.load(cfg.model)
+        loaded["model"] = models.load(cfg.model, device=cfg.device)
         # On Ray each worker loads its own replica by name (fingerprint-checked against this one)
         return capture(loaded["model"], corpus, [mlp_hook, resid_hook], out / "store", model_name=cfg.model,
-                       progress=cfg.progress, overwrite=cfg.overwrite, ray=RayCapture(replica=ModelRecipe(cfg.model)),
+                       progress=cfg.progress, overwrite=cfg.overwrite, ray=RayCapture(replica=ModelRecipe(cfg.model, cfg.device)),
                        **placement)
 
     store = _stage("capture", stages, do_capture, cfg.progress)

@@ -93,7 +93,8 @@ class CaptureConfig:
     """Exemplar selection per unit (an :class:`ExemplarConfig`, or a preset name: ``"default"``,
     ``"bills"``)."""
     device: str | None = None
-    """Device of the input tensors (default: the model's)."""
+    """Device the model runs on: input tensors go there (None: the model's own; the command
+    line loads the model there, on cpu when None)."""
     nonfinite: str = "error"
     """What a NaN/inf activation does: ``"error"`` stops the capture naming hook, units and
     context; ``"zero"`` stores 0 and counts the zeroed values in the manifest."""
