@@ -91,8 +91,8 @@ class DescriptorsConfig:
     """Seed of the calibration/validation split."""
     gold: str | None = None
     """JSON file {neuron: [descriptor, ...]} of a labelled subset, for P@k / R@k."""
-    k: int = 2
-    """k of precision@k / recall@k."""
+    at_k: int = 2
+    """k of precision@k / recall@k against ``gold``."""
     temperature: float = 0.0
     """Sampling temperature of the LLM (part of every answer's key)."""
     retry_failed: bool = False
@@ -126,7 +126,7 @@ class DescriptorsConfig:
         if self.template not in TEMPLATES:
             raise ConfigError(f"unknown descriptor template {self.template!r}; "
                               f"choose one of {', '.join(sorted(TEMPLATES))}")
-        for name, v, lo in (("top-k", self.top_k, 1), ("batch-size", self.batch_size, 1), ("k", self.k, 1),
+        for name, v, lo in (("top-k", self.top_k, 1), ("batch-size", self.batch_size, 1), ("at-k", self.at_k, 1),
                             ("min-support", self.min_support, 1)):
             if v < lo:
                 raise ConfigError(f"--{name} must be >= {lo}; got {v}")
@@ -268,7 +268,7 @@ async def _generate_and_map(cfg: DescriptorsConfig, tpl: Any, store: Any, ids: n
                   "template": tpl.name, "template_version": tpl.version, "config": asdict(cfg)}
     metrics: dict[str, Any] = {"sentences": len(records), "ok": len(ok), "failed": failed, "entries": 0,
                                "neurons": int(acts.shape[1]), "neurons_mapped": 0, "jaccard": float("nan"),
-                               "k": cfg.k}
+                               "k": cfg.at_k}
     vocab: Vocabulary | None = None
     mapping: list[dict[str, Any]] = []
     message = ""
@@ -295,7 +295,7 @@ async def _generate_and_map(cfg: DescriptorsConfig, tpl: Any, store: Any, ids: n
             cal_map, val_map = cal.all_descriptors(), val.all_descriptors()
             metrics.update(neurons_mapped=len(cal_map), jaccard=jaccard_stability(cal_map, val_map))
             if gold:
-                p, r = precision_recall_at_k(cal_map, _gold_entries(gold, vocab), cfg.k)
+                p, r = precision_recall_at_k(cal_map, _gold_entries(gold, vocab), cfg.at_k)
                 metrics.update(precision_at_k=p, recall_at_k=r)
             mapping = (mapping_rows(cal, vocab, "calibration", cfg.hook)
                        + mapping_rows(val, vocab, "validation", cfg.hook))
