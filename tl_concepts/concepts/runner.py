@@ -77,7 +77,7 @@ class ConceptsConfig:
     judge_context: int = 0
     """Context sentences shown to the LLM judge."""
     executor: str = "local"
-    """Where concept labels are asked for run: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
+    """Where concept labels are asked for: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
     tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
     so either resumes the other."""
     ray_address: str | None = None

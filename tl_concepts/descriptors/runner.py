@@ -99,7 +99,7 @@ class DescriptorsConfig:
     """Also ask again for sentences whose answer failed for a permanent reason (unparseable,
     refusal, truncated); transient failures are always asked again."""
     executor: str = "local"
-    """Where sentence descriptors are asked for run: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
+    """Where sentence descriptors are asked for: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
     tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
     so either resumes the other."""
     ray_address: str | None = None

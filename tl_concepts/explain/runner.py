@@ -116,7 +116,7 @@ class ExplainConfig:
     progress: bool = True
     """Show a tqdm progress bar."""
     executor: str = "local"
-    """Where units are explained and scored run: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
+    """Where units are explained and scored: ``local`` (this process) or ``ray`` (Ray tasks; ``pip install
     tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
     so either resumes the other."""
     ray_address: str | None = None
