@@ -38,7 +38,7 @@ class RunConfig:
     device: str = "cpu"
     """Device the interpreted model is loaded on and runs on."""
     corpus: str = "lee"
-    """Corpus spec (see :func:`tl_concepts.corpus.load_corpus`)."""
+    """Corpus: ``lee``, a .txt/.jsonl/.parquet file, or a ``datasets`` name or folder."""
     max_docs: int | None = 100
     """Documents of the corpus used (None: all)."""
     layer: int = 3
@@ -58,7 +58,7 @@ class RunConfig:
     """LLM spec for labels, explanations and simulation (None: ``$TL_CONCEPTS_LLM`` or the
     embedded SmolLM2-135M-Instruct in process)."""
     base_url: str | None = None
-    """OpenAI-compatible endpoint for ``llm="openai:MODEL"``."""
+    """OpenAI-compatible endpoint for an ``openai:MODEL`` LLM."""
     push_to_hub: str | None = None
     """Hub repo prefix: datasets go to ``<prefix>-<kind>`` (None: local only)."""
     private: bool = False
@@ -76,8 +76,8 @@ class RunConfig:
     tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
     so either resumes the other."""
     ray_address: str | None = None
-    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
-    None starts a local Ray instance)."""
+    """Ray cluster to join when the executor is ``ray`` (e.g. ``ray://head:10001`` or ``auto``;
+    none starts a local Ray instance)."""
 
 
 def stage_placement(cfg: RunConfig) -> dict[str, Any]:

@@ -314,3 +314,14 @@ def test_the_readme_config_example_parses(tmp_path):
     cfg = inp[CaptureConfig]
     assert cfg.context_tokens == 128 and cfg.exemplars == ExemplarConfig.bills(n_negative=5)
     assert inp[cli.CorpusArgs].encoding == "latin-1" and len(cfg.hooks) == 2
+
+
+@pytest.mark.parametrize("name", sorted(_subparsers()))
+def test_help_texts_speak_in_flags_not_python(name):
+    """A user reads flags and values, not class names, Python literals or Sphinx roles."""
+    import re
+
+    python_words = re.compile(r"Config\b|Options\b|ConceptInput|TEMPLATES|default_k|default_template|get_llm|"
+                              r"load_corpus|:class:|:func:|:data:|\bNone\b|\bTrue\b|\bFalse\b|=\"")
+    bad = {flag: text for flag, text in _helps(_subparsers()[name]).items() if python_words.search(text)}
+    assert not bad, bad

@@ -90,8 +90,8 @@ class CaptureConfig:
     shard_tokens: int = 32768
     """Token rows per shard file (the unit of resumption)."""
     exemplars: ExemplarConfig = field(default_factory=ExemplarConfig)
-    """Exemplar selection per unit (an :class:`ExemplarConfig`, or a preset name: ``"default"``,
-    ``"bills"``)."""
+    """Exemplar selection per unit: a preset (``default``, ``bills``) or, from Python, an
+    exemplar config with its own sizes."""
     device: str | None = None
     """Device the model runs on: input tensors go there (None: the model's own; the command
     line loads the model there, on cpu when None)."""
@@ -103,8 +103,8 @@ class CaptureConfig:
     tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
     so either resumes the other."""
     ray_address: str | None = None
-    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
-    None starts a local Ray instance)."""
+    """Ray cluster to join when the executor is ``ray`` (e.g. ``ray://head:10001`` or ``auto``;
+    none starts a local Ray instance)."""
 
     def key(self) -> dict[str, Any]:
         """Settings that determine the captured numbers (exemplar choice excluded)."""

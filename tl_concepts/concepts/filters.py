@@ -39,7 +39,7 @@ class FilterConfig:
     max_count: int | None = None
     """Drop word types with more occurrences than this; None keeps them."""
     lowercase: bool = False
-    """Count types case-insensitively (ConceptX counts raw tokens: False)."""
+    """Count types case-insensitively (ConceptX counts raw tokens: off)."""
     seed: int = 0
     """Seed of the per-type occurrence sample."""
 

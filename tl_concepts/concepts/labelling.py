@@ -74,9 +74,8 @@ class LabelOptions:
     """How concepts are shown to the labelling LLM."""
 
     template: str | None = None
-    """Template name in :data:`~tl_concepts.concepts.prompts.TEMPLATES`; None picks
-    :func:`~tl_concepts.concepts.prompts.default_template` for the LLM (``label-fewshot`` for
-    the embedded SmolLM2, ``label-general`` otherwise)."""
+    """Label prompt template (``label-fewshot``, ``label-general``); none picks one for the LLM
+    (``label-fewshot`` for the embedded SmolLM2, ``label-general`` otherwise)."""
     words_as: str = "tokens"
     """``tokens`` (every member, with repeats) or ``types`` (distinct words)."""
     n_context: int = 0

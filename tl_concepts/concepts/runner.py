@@ -45,7 +45,7 @@ class ConceptsConfig:
     """Everything the concept stage needs (SAELens-style: one flat config)."""
 
     store: str | None = None
-    """Capture store directory (not needed when a :class:`ConceptInput` is passed)."""
+    """Capture store directory (not needed when word representations are passed in from Python)."""
     layer: int | None = None
     """Block index L; picks ``blocks.L.hook_resid_post`` unless ``hook`` is given."""
     hook: str | None = None
@@ -53,8 +53,8 @@ class ConceptsConfig:
     agg: str = "mean"
     """Sub-token aggregation into words: ``mean``, ``first`` or ``last``."""
     k: int | None = None
-    """Number of concepts; None picks :func:`default_k` (one concept per ~40 clustered
-    occurrences, at most Mousi et al.'s 600: K=200 for the Lee corpus at 10/10)."""
+    """Number of concepts; none picks one concept per ~40 clustered occurrences, at most
+    Mousi et al.'s 600 (K=200 for the Lee corpus at 10/10)."""
     filters: FilterConfig = field(default_factory=FilterConfig)
     """Word filters (min_count / max_per_type / max_count)."""
     mode: str = "auto"
@@ -81,8 +81,8 @@ class ConceptsConfig:
     tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
     so either resumes the other."""
     ray_address: str | None = None
-    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
-    None starts a local Ray instance)."""
+    """Ray cluster to join when the executor is ``ray`` (e.g. ``ray://head:10001`` or ``auto``;
+    none starts a local Ray instance)."""
 
     def out_dir(self, layer: int) -> Path:
         if self.out:

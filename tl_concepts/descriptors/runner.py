@@ -68,7 +68,7 @@ class DescriptorsConfig:
     out: str
     """Output directory (records, vocabulary, parquet tables); reruns resume from it."""
     llm: str | None = None
-    """LLM spec for ``tl_concepts.llm.get_llm`` (None: ``$TL_CONCEPTS_LLM`` or in-process)."""
+    """LLM spec: ``in-process``, ``openai:MODEL``, ... (none: ``$TL_CONCEPTS_LLM`` or in-process)."""
     template: str = "descriptors"
     """Prompt template name."""
     max_sentences: int | None = None
@@ -103,8 +103,8 @@ class DescriptorsConfig:
     tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
     so either resumes the other."""
     ray_address: str | None = None
-    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
-    None starts a local Ray instance)."""
+    """Ray cluster to join when the executor is ``ray`` (e.g. ``ray://head:10001`` or ``auto``;
+    none starts a local Ray instance)."""
 
     @classmethod
     def small(cls, store: str, hook: str, out: str, **overrides: Any) -> "DescriptorsConfig":

@@ -87,7 +87,7 @@ class ExplainConfig:
     explain_max_tokens: int = 48
     """Answer budget of the explainer (tokens)."""
     few_shot: bool = True
-    """Show the few-shot example neurons in explanation and simulation prompts (False
+    """Show the few-shot example neurons in explanation and simulation prompts (off
     makes prompts shorter and cheaper, e.g. for a small local model)."""
     simulator: str = "all-at-once"
     """``all-at-once`` (next-token distributions, JSON fallback) or ``json``."""
@@ -120,8 +120,8 @@ class ExplainConfig:
     tl-concepts[ray]``). A Ray run writes the same files with the same keys as a local one,
     so either resumes the other."""
     ray_address: str | None = None
-    """Ray cluster to join with ``executor="ray"`` (e.g. ``ray://head:10001`` or ``auto``;
-    None starts a local Ray instance)."""
+    """Ray cluster to join when the executor is ``ray`` (e.g. ``ray://head:10001`` or ``auto``;
+    none starts a local Ray instance)."""
 
 
 def unit_key(hook: str, unit: int | str) -> str:

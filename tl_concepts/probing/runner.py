@@ -100,7 +100,7 @@ class RankConfig:
     hook: str
     """Hook whose word representations are ranked (e.g. ``blocks.3.mlp.hook_post``)."""
     labels: str = "pos"
-    """Label source, as in :class:`ProbeConfig`."""
+    """Label source: ``pos``, ``ner``, ``concepts:<dir>`` or a word_id,label .tsv/.csv (as for probes)."""
     methods: tuple[str, ...] = ("probeless",)
     """Rankers to run (``probeless``, ``probe_weights``, ``average_precision``)."""
     k: int | None = None
