@@ -130,11 +130,11 @@ def test_fatal_llm_error_stops_labelling_and_keeps_finished_batches(cs, tmp_path
 
     llm = FakeLLM(respond)
     with pytest.raises(LLMAuthError, match="401"):
-        label_concepts(cs, llm, store, LabelOptions(batch_size=2), progress=False)
+        label_concepts(cs, llm, store, LabelOptions(requests_per_batch=2), progress=False)
     saved = LabelStore(store).labels()
     assert len(saved) == 3 and all(lab.status == "ok" for lab in saved)  # batch 1 and the batch-2 survivor
     rest = FakeLLM(lambda m: "fine label")
-    assert len(label_concepts(cs, rest, store, LabelOptions(batch_size=2), progress=False)) == 4
+    assert len(label_concepts(cs, rest, store, LabelOptions(requests_per_batch=2), progress=False)) == 4
     assert len(rest.calls) == 1
 
 
@@ -185,7 +185,7 @@ from tl_concepts.concepts.labelling import LabelOptions, label_concepts
 cs = discover_concepts(ConceptsConfig(k=12, filters=FilterConfig(min_count=1, max_per_type=3)), make_input(),
                        save=False, progress=False)
 llm = FakeLLM(lambda m: "label of " + " ".join(sorted(set(words_of(m)))))
-labs = label_concepts(cs, llm, sys.argv[1], LabelOptions(batch_size=3), progress=False)
+labs = label_concepts(cs, llm, sys.argv[1], LabelOptions(requests_per_batch=3), progress=False)
 print(json.dumps({"calls": len(llm.calls), "labels": [l.to_dict() for l in labs]}))
 """
 

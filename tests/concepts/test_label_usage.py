@@ -34,7 +34,7 @@ def respond(request):
 
 def test_rerun_reports_the_usage_that_produced_the_labels(tmp_path):
     store = tmp_path / "labels.jsonl"
-    opts = LabelOptions(batch_size=4)
+    opts = LabelOptions(requests_per_batch=4)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
         first_ledger = Ledger()
@@ -66,7 +66,7 @@ def test_rerun_reports_the_usage_that_produced_the_labels(tmp_path):
 
 def test_healed_label_counts_the_failed_attempt_too(tmp_path):
     store = tmp_path / "labels.jsonl"
-    opts = LabelOptions(batch_size=1)
+    opts = LabelOptions(requests_per_batch=1)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
         srv.push(Reply.error(500, "boom"))  # the first concept's only attempt fails
@@ -90,7 +90,7 @@ def test_healed_label_counts_the_failed_attempt_too(tmp_path):
 
 
 def test_cache_hit_on_a_fresh_label_is_a_cache_hit(tmp_path):
-    opts = LabelOptions(batch_size=8)
+    opts = LabelOptions(requests_per_batch=8)
     cache = tmp_path / "llm-cache"
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
@@ -158,7 +158,7 @@ from tl_concepts.llm import get_llm
 from tl_concepts.llm.ledger import Ledger
 from tl_concepts.usage import labels_usage
 llm = get_llm("openai:gpt-4o-mini", base_url={url!r}, api_key="sk-test", cache=False, ledger=Ledger())
-labs = label_concepts(flat_set(GROUPS), llm, sys.argv[1], LabelOptions(batch_size=2), progress=False)
+labs = label_concepts(flat_set(GROUPS), llm, sys.argv[1], LabelOptions(requests_per_batch=2), progress=False)
 print(json.dumps({{"usage": labels_usage(labs), "requests": llm.ledger.usage()["requests"]}}))
 """
 

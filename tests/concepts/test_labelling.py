@@ -72,7 +72,7 @@ def test_rerun_skips_done_and_retries_errors(cs, tmp_path):
 
 def test_batches_run_concurrently(cs):
     llm = FakeLLM(lambda m: "x")
-    label_concepts(cs, llm, None, LabelOptions(batch_size=4), progress=False)
+    label_concepts(cs, llm, None, LabelOptions(requests_per_batch=4), progress=False)
     assert llm.max_concurrent == 4
 
 

@@ -96,7 +96,7 @@ def store(tiny_bridge, tmp_path_factory):
 
 
 def test_kill_mid_descriptors_then_rerun_reports_the_uninterrupted_usage(store, tmp_path):
-    cfg = dict(store=str(store.path), hook=HOOK, top_k=3, min_support=2, batch_size=4)
+    cfg = dict(store=str(store.path), hook=HOOK, top_k=3, min_support=2, requests_per_batch=4)
     n_distinct = len(set(store.sentence_texts()))
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond

@@ -111,7 +111,7 @@ def test_truncated_answers_are_failures(tmp_path):
 
 
 def test_fatal_llm_error_stops_the_stage(store, tmp_path):
-    cfg = DescriptorsConfig(store=str(store.path), hook=HOOK, out=str(tmp_path / "o"), top_k=2, batch_size=4)
+    cfg = DescriptorsConfig(store=str(store.path), hook=HOOK, out=str(tmp_path / "o"), top_k=2, requests_per_batch=4)
     with OpenAIStandin(api_key="sk-right") as srv:
         srv.responder = respond
         llm = get_llm("openai:standin-model", base_url=srv.base_url, api_key="sk-wrong", cache=False,
@@ -151,7 +151,7 @@ def test_run_descriptors_end_to_end(store, tmp_path):
     gold = tmp_path / "gold.json"
     gold.write_text(json.dumps({"0": ["finance"], "1": ["weather", "Animals"], "2": ["not a descriptor"]}))
     cfg = DescriptorsConfig(store=str(store.path), hook=HOOK, out=str(tmp_path / "out"), top_k=5,
-                            min_support=2, composition_threshold=0.4, gold=str(gold), batch_size=8)
+                            min_support=2, composition_threshold=0.4, gold=str(gold), requests_per_batch=8)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
         res = run_descriptors(cfg, llm=llm_for(srv), embed=hash_embed, progress=False)
@@ -262,7 +262,7 @@ def test_bad_input_fails_before_any_request(store, tmp_path):
 def test_kill_mid_descriptors_then_rerun_equals_an_uninterrupted_run(store, tmp_path):
     n_sent = distinct(store)
     assert n_sent > 8  # at least three batches of 4
-    cfg = dict(store=str(store.path), hook=HOOK, top_k=3, min_support=2, batch_size=4)
+    cfg = dict(store=str(store.path), hook=HOOK, top_k=3, min_support=2, requests_per_batch=4)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = respond
         p = run_descriptors_child(srv.base_url, str(store.path), HOOK, str(tmp_path / "crashed"),

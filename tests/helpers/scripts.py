@@ -47,7 +47,7 @@ from tl_concepts.llm import get_llm
 from tl_concepts.llm.ledger import Ledger
 llm = get_llm({llm!r}, base_url={url!r}, api_key="sk-test", cache=False, ledger=Ledger())
 run_descriptors(DescriptorsConfig(store={store!r}, hook={hook!r}, out={out!r}, top_k=3, min_support=2,
-                                  batch_size=4), llm=llm, embed=hash_embed, progress=False)
+                                  requests_per_batch=4), llm=llm, embed=hash_embed, progress=False)
 print("finished")
 """
 """The descriptor stage (top 3, support 2, batches of 4, :func:`hash_embed`) on a stand-in server."""

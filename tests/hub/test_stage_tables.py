@@ -105,7 +105,7 @@ def test_real_descriptors_round_trip(store, tmp_path):
     gold = tmp_path / "gold.json"
     gold.write_text(json.dumps({"0": ["finance"], "1": ["weather", "animals"], "2": ["news"]}))
     cfg = DescriptorsConfig(store=str(store.path), hook=MLP, out=str(tmp_path / "descriptors"), top_k=5,
-                            min_support=2, composition_threshold=0.3, min_lift=1.2, gold=str(gold), batch_size=8)
+                            min_support=2, composition_threshold=0.3, min_lift=1.2, gold=str(gold), requests_per_batch=8)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = descriptor_reply
         res = run_descriptors(cfg, llm=standin_llm(srv, model="standin-model"), embed=hash_embed, progress=False)

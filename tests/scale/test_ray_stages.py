@@ -143,7 +143,7 @@ def _label_rows(labels):
 
 
 def test_labels_on_ray_equal_local_and_resume_either_way(ray_cluster, tmp_path):
-    opts = LabelOptions(template="label-general", batch_size=2)
+    opts = LabelOptions(template="label-general", requests_per_batch=2)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = label_reply
         led_local, led_ray = Ledger(), Ledger()
@@ -297,7 +297,7 @@ def _revoke_after(srv, n, reply):
 
 
 def test_labels_stopped_on_ray_keep_what_finished_and_resume_locally(ray_cluster, tmp_path):
-    opts = LabelOptions(template="label-general", batch_size=2)
+    opts = LabelOptions(template="label-general", requests_per_batch=2)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = label_reply
         clean = label_concepts(flat_set(), _llm(srv, Ledger()), tmp_path / "clean.jsonl", opts, progress=False)

@@ -86,8 +86,8 @@ class LabelOptions:
     """Sampling temperature."""
     max_tokens: int | None = None
     """Answer budget (default: the template's)."""
-    batch_size: int = 16
-    """Concepts per concurrent batch (and per atomic save)."""
+    requests_per_batch: int = 16
+    """LLM requests sent together: concepts per concurrent batch (and per atomic save)."""
 
 
 def llm_identity(llm: LLM) -> dict:
@@ -230,8 +230,8 @@ async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | st
             await asyncio.to_thread(_label_on_ray, todo, reqs, found, st, llm, tpl, opts, max_tokens,
                                     ray_address, bar)
         else:
-            for start in range(0, len(todo), opts.batch_size):
-                got = await asyncio.gather(*(one(i) for i in todo[start:start + opts.batch_size]),
+            for start in range(0, len(todo), opts.requests_per_batch):
+                got = await asyncio.gather(*(one(i) for i in todo[start:start + opts.requests_per_batch]),
                                            return_exceptions=True)
                 done = [g for g in got if isinstance(g, ConceptLabel)]
                 if st is not None and done:
@@ -256,7 +256,7 @@ async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | st
 def _label_on_ray(todo: list[int], reqs: dict[int, _Request], found: dict[int, ConceptLabel], st: LabelStore | None,
                   llm: LLM, tpl: LabelTemplate, opts: LabelOptions, max_tokens: int, ray_address: str | None,
                   bar: Any) -> None:
-    """Concepts as Ray tasks; labels saved per ``batch_size`` finished (and when stopping)."""
+    """Concepts as Ray tasks; labels saved per ``requests_per_batch`` finished (and when stopping)."""
     items = [(f"concept:{cid}", LABEL_STAGE, reqs[cid].messages, float(opts.temperature), int(max_tokens))
              for cid in todo]
     pending: list[ConceptLabel] = []
@@ -269,7 +269,7 @@ def _label_on_ray(todo: list[int], reqs: dict[int, _Request], found: dict[int, C
             found[cid] = lab
             pending.append(lab)
             bar.update(1)
-            if len(pending) >= opts.batch_size:
+            if len(pending) >= opts.requests_per_batch:
                 if st is not None:
                     st.add(pending)
                 pending = []

@@ -73,8 +73,8 @@ class DescriptorsConfig:
     """Prompt template name."""
     max_sentences: int | None = None
     """Use only the first N sentences of the store (None: all)."""
-    batch_size: int = 16
-    """Concurrent LLM requests per batch."""
+    requests_per_batch: int = 16
+    """LLM requests sent together: sentences per concurrent batch (and per save)."""
     distance_threshold: float = 0.3
     """Cosine distance cut of the descriptor clustering."""
     min_entry_sentences: int = 2
@@ -118,7 +118,7 @@ class DescriptorsConfig:
             >>> DescriptorsConfig.small("runs/x/store", "blocks.3.mlp.hook_post", "runs/x/descriptors").top_k
             3
         """
-        base = dict(max_sentences=32, batch_size=16, top_k=3, min_support=2, min_entry_sentences=2)
+        base = dict(max_sentences=32, requests_per_batch=16, top_k=3, min_support=2, min_entry_sentences=2)
         return cls(store=store, hook=hook, out=out, **{**base, **overrides})
 
     def check(self) -> None:
@@ -126,7 +126,7 @@ class DescriptorsConfig:
         if self.template not in TEMPLATES:
             raise ConfigError(f"unknown descriptor template {self.template!r}; "
                               f"choose one of {', '.join(sorted(TEMPLATES))}")
-        for name, v, lo in (("top-k", self.top_k, 1), ("batch-size", self.batch_size, 1), ("at-k", self.at_k, 1),
+        for name, v, lo in (("top-k", self.top_k, 1), ("requests-per-batch", self.requests_per_batch, 1), ("at-k", self.at_k, 1),
                             ("min-support", self.min_support, 1)):
             if v < lo:
                 raise ConfigError(f"--{name} must be >= {lo}; got {v}")
@@ -258,7 +258,7 @@ async def _generate_and_map(cfg: DescriptorsConfig, tpl: Any, store: Any, ids: n
 
     out = Path(cfg.out)
     records = await agenerate_descriptors(sentences, llm, out / "sentences.jsonl", template=tpl,
-                                          batch_size=cfg.batch_size, temperature=cfg.temperature,
+                                          batch_size=cfg.requests_per_batch, temperature=cfg.temperature,
                                           retry_failed=cfg.retry_failed, progress=progress,
                                           executor=cfg.executor, ray_address=cfg.ray_address)
     ok = [r for r in records if r.ok]
