@@ -180,6 +180,7 @@ def ensure_ray(ray_address: str | None = None) -> Any:
     looks like another cluster.
     """
     ray = _import_ray()
+    _check_reachable(ray_address)
     if ray.is_initialized():
         if ray_address not in (None, "auto"):
             current = _connected_address(ray)
@@ -187,7 +188,6 @@ def ensure_ray(ray_address: str | None = None) -> Any:
                 log.warning("this process is already connected to the Ray cluster at %s, not %s: using that "
                             "one (restart the Python process, or call ray.shutdown(), to switch)", current, ray_address)
         return ray
-    _check_reachable(ray_address)
     try:
         ray.init(address=ray_address, log_to_driver=False, ignore_reinit_error=True)
     except ConnectionError as e:

@@ -108,10 +108,6 @@ def test_unreachable_ray_address_is_one_clear_error_at_once():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t0 = time.monotonic()
-    with pytest.raises(ConfigError, match="cannot reach the Ray cluster"):
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
+    with pytest.raises(ConfigError, match="cannot reach the Ray cluster"):  # connected or not
         ensure_ray(f"127.0.0.1:{port}")
     assert time.monotonic() - t0 < 10
