@@ -63,9 +63,11 @@ _PLACEMENT = ("executor", "ray_address", "ray", "progress")
 
 def _placement(executor: str, ray_address: str | None) -> dict[str, Any]:
     """The checked ``executor`` / ``ray_address`` settings of a stage config."""
-    from tl_concepts.executor import check_executor
+    from tl_concepts.executor import check_executor, check_reachable
 
-    return {"executor": check_executor(executor), "ray_address": ray_address}
+    if check_executor(executor) == "ray":  # a wrong address is refused before any folder is made
+        check_reachable(ray_address)
+    return {"executor": executor, "ray_address": ray_address}
 
 
 def _split_options(cls: type, options: dict[str, Any], what: str) -> dict[str, Any]:

@@ -764,6 +764,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("tl_concepts").setLevel(
             logging.INFO if inp.given.get("progress", True) else logging.WARNING)
     try:
+        if inp.given.get("executor") == "ray":  # a wrong Ray address is refused before anything is written
+            from tl_concepts.executor import check_reachable
+
+            check_reachable(inp.given.get("ray_address"))
         return int(ns.func(inp) or 0)
     except KeyboardInterrupt:
         print("tl-concepts: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -180,7 +180,7 @@ def ensure_ray(ray_address: str | None = None) -> Any:
     looks like another cluster.
     """
     ray = _import_ray()
-    _check_reachable(ray_address)
+    check_reachable(ray_address)
     if ray.is_initialized():
         if ray_address not in (None, "auto"):
             current = _connected_address(ray)
@@ -209,8 +209,12 @@ def _connected_address(ray: Any) -> str | None:
         return None
 
 
-def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """A :class:`ConfigError` at once when a ``host:port`` Ray address does not answer."""
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A :class:`ConfigError` at once when a ``host:port`` Ray address does not answer.
+
+    Example:
+        >>> check_reachable(None)   # None / "auto": Ray finds or starts the cluster itself
+    """
     hp = _host_port(address)
     if hp is None:  # None, "auto", "local": Ray finds or starts the cluster itself
         return

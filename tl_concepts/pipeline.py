@@ -129,6 +129,10 @@ def run(cfg: RunConfig, *, token: str | None = None) -> dict[str, Any]:
     error (wrong key, unreachable endpoint) stops the job with :class:`~tl_concepts.errors.LLMError`;
     rerunning the same command resumes every stage from its files.
     """
+    from tl_concepts.executor import check_executor, check_reachable
+
+    if check_executor(cfg.executor) == "ray":  # a wrong address is refused before anything is written
+        check_reachable(cfg.ray_address)
     with folder_lock(Path(cfg.out), "this run"):
         return _run(cfg, token)
 

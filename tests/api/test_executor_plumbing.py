@@ -205,6 +205,9 @@ def test_run_passes_its_executor_to_every_stage(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="unknown executor"):
         run(RunConfig(out=str(tmp_path / "run2"), executor="spark", progress=False))
     assert not (tmp_path / "run2" / "run.json").exists()
+    with pytest.raises(ConfigError, match="cannot reach the Ray cluster"):  # port 1: nobody listens
+        run(RunConfig(out=str(tmp_path / "run3"), executor="ray", ray_address="127.0.0.1:1", progress=False))
+    assert not (tmp_path / "run3").exists()  # refused before anything was written
 
 
 def test_ray_capture_without_ray_installed_names_the_extra(tiny_bridge, monkeypatch):

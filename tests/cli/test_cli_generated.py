@@ -325,3 +325,16 @@ def test_help_texts_speak_in_flags_not_python(name):
                               r"load_corpus|:class:|:func:|:data:|\bNone\b|\bTrue\b|\bFalse\b|=\"")
     bad = {flag: text for flag, text in _helps(_subparsers()[name]).items() if python_words.search(text)}
     assert not bad, bad
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain", "--store", "s", "--hook", HOOK, "--units", "0:1"],
+    ["descriptors", "--store", "s", "--hook", HOOK],
+    ["concepts", "--store", "s", "--layer", "0", "--label"],
+])
+def test_unreachable_ray_address_is_refused_before_anything_is_written(argv, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main([*argv, "--out", str(out), "--executor", "ray", "--ray-address", "127.0.0.1:1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot reach the Ray cluster at '127.0.0.1:1'" in err[0]
+    assert not out.exists()
