@@ -13,10 +13,10 @@ import sys
 import pytest
 
 from tests.helpers import explain_fakes
+from tests.helpers.concepts_fakes import flat_set
 from tests.helpers.explain_fakes import RuleLLM, planted_unit
 from tests.helpers.openai_server import OpenAIStandin, Reply
 from tl_concepts.concepts.labelling import LabelOptions, LabelStore, label_concepts
-from tl_concepts.concepts.model import ConceptSet
 from tl_concepts.descriptors.generate import generate_descriptors, read_records
 from tl_concepts.errors import LLMError
 from tl_concepts.explain.runner import ExplainConfig, run_explain
@@ -24,7 +24,6 @@ from tl_concepts.llm import get_llm
 from tl_concepts.llm.ledger import Ledger
 from tl_concepts.llm.limits import Limiter
 
-import numpy as np
 
 
 @pytest.fixture(scope="module")
@@ -112,20 +111,6 @@ LABELS = {"December": "time units", "red": "colours", "cat": "animals", "Paris":
           "happy": "emotions"}
 
 
-def flat_set() -> ConceptSet:
-    pts: dict[str, list] = {"word_id": [], "sentence": [], "index": [], "text": []}
-    assign = []
-    for cid, members in GROUPS.items():
-        for s, w in members:
-            pts["word_id"].append(len(pts["text"]))
-            pts["sentence"].append(s)
-            pts["index"].append(0)
-            pts["text"].append(w)
-            assign.append(cid)
-    return ConceptSet(pts, k=0, assignment=np.asarray(assign), sentences=[f"sentence {i}" for i in range(20)],
-                      layer=2)
-
-
 def label_reply(request):
     last = request["json"]["messages"][-1]["content"] or ""
     words = [w for w in LABELS if w in last]
@@ -147,9 +132,9 @@ def test_labels_on_ray_equal_local_and_resume_either_way(ray_cluster, tmp_path):
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = label_reply
         led_local, led_ray = Ledger(), Ledger()
-        local = label_concepts(flat_set(), _llm(srv, led_local), tmp_path / "local.jsonl", opts, progress=False)
+        local = label_concepts(flat_set(GROUPS), _llm(srv, led_local), tmp_path / "local.jsonl", opts, progress=False)
         n_local = len(srv.posts("/chat/completions"))
-        on_ray = label_concepts(flat_set(), _llm(srv, led_ray), tmp_path / "ray.jsonl", opts, progress=False,
+        on_ray = label_concepts(flat_set(GROUPS), _llm(srv, led_ray), tmp_path / "ray.jsonl", opts, progress=False,
                                 executor="ray")
         assert len(srv.posts("/chat/completions")) == 2 * n_local == 12
         assert _label_rows(on_ray) == _label_rows(local)
@@ -162,10 +147,10 @@ def test_labels_on_ray_equal_local_and_resume_either_way(ray_cluster, tmp_path):
 
         # interrupted locally after three concepts, resumed on Ray (and the other way round)
         for first, second, name in (("local", "ray", "a.jsonl"), ("ray", "local", "b.jsonl")):
-            label_concepts(flat_set(), _llm(srv, Ledger()), tmp_path / name, opts, ids=[3, 7, 9], progress=False,
+            label_concepts(flat_set(GROUPS), _llm(srv, Ledger()), tmp_path / name, opts, ids=[3, 7, 9], progress=False,
                            executor=first)
             before = len(srv.posts("/chat/completions"))
-            resumed = label_concepts(flat_set(), _llm(srv, Ledger()), tmp_path / name, opts, progress=False,
+            resumed = label_concepts(flat_set(GROUPS), _llm(srv, Ledger()), tmp_path / name, opts, progress=False,
                                      executor=second)
             assert len(srv.posts("/chat/completions")) - before == 3
             assert [(r[0], r[1], r[2], r[3]) for r in _label_rows(resumed)] == \
@@ -180,7 +165,7 @@ def test_labels_bad_key_on_ray_stops_like_locally(ray_cluster, tmp_path):
         for executor in ("local", "ray"):
             led = Ledger()
             with pytest.raises(LLMError) as e:
-                label_concepts(flat_set(), _llm(srv, led, key="sk-wrong"), tmp_path / f"{executor}.jsonl",
+                label_concepts(flat_set(GROUPS), _llm(srv, led, key="sk-wrong"), tmp_path / f"{executor}.jsonl",
                                LabelOptions(template="label-general"), progress=False, executor=executor)
             kinds.append(e.value.kind)
             assert "sk-wrong" not in str(e.value)
@@ -300,17 +285,17 @@ def test_labels_stopped_on_ray_keep_what_finished_and_resume_locally(ray_cluster
     opts = LabelOptions(template="label-general", requests_per_batch=2)
     with OpenAIStandin(api_key="sk-test") as srv:
         srv.responder = label_reply
-        clean = label_concepts(flat_set(), _llm(srv, Ledger()), tmp_path / "clean.jsonl", opts, progress=False)
+        clean = label_concepts(flat_set(GROUPS), _llm(srv, Ledger()), tmp_path / "clean.jsonl", opts, progress=False)
         srv.requests.clear()
         srv.responder = _revoke_after(srv, 3, label_reply)
         with pytest.raises(LLMError):
-            label_concepts(flat_set(), _llm(srv, Ledger()), tmp_path / "a.jsonl", opts, progress=False,
+            label_concepts(flat_set(GROUPS), _llm(srv, Ledger()), tmp_path / "a.jsonl", opts, progress=False,
                            executor="ray")
         saved = LabelStore(tmp_path / "a.jsonl").records
         assert 1 <= len(saved) <= 4 and all(lab.accepted for lab in saved.values())
         srv.api_key, srv.responder = "sk-test", label_reply
         before = len(srv.posts("/chat/completions"))
-        resumed = label_concepts(flat_set(), _llm(srv, Ledger()), tmp_path / "a.jsonl", opts, progress=False)
+        resumed = label_concepts(flat_set(GROUPS), _llm(srv, Ledger()), tmp_path / "a.jsonl", opts, progress=False)
         assert len(srv.posts("/chat/completions")) - before == 6 - len(saved)
     assert [r[:4] for r in _label_rows(resumed)] == [r[:4] for r in _label_rows(clean)]
 

@@ -348,6 +348,21 @@ def unit_inputs(unit: UnitRecords, explainer_llm: LLM, simulator_llm: LLM | None
     }
 
 
+async def _pending(key: str, src: Any, store: ResultStore, explainer_llm: LLM, simulator_llm: LLM | None,
+                   config: ExplainConfig, retry_failed: bool,
+                   bar: Any) -> tuple[UnitRecords, str, dict[str, Any]] | None:
+    """``(unit, input_key, inputs)`` of a unit still to explain; None (and the bar moved on) when
+    its stored result was computed from these inputs and is reused."""
+    unit = src if isinstance(src, UnitRecords) else await asyncio.to_thread(src)
+    inputs = unit_inputs(unit, explainer_llm, simulator_llm, config)
+    input_key = fingerprint(inputs)
+    if store.reusable(key, input_key, retry_failed) is None:
+        return unit, input_key, inputs
+    if bar is not None:
+        bar.update(1)
+    return None
+
+
 async def arun_explain(
     units: Iterable[UnitSource],
     explainer_llm: LLM,
@@ -437,14 +452,10 @@ async def _run_local(sources: list[tuple[str, Any]], explainer_llm: LLM, simulat
 
     async def one(key: str, src: Any) -> None:
         async with unit_slots:
-            unit = src if isinstance(src, UnitRecords) else await asyncio.to_thread(src)
-            inputs = unit_inputs(unit, explainer_llm, simulator_llm, config)
-            input_key = fingerprint(inputs)
-            if store.reusable(key, input_key, retry_failed) is not None:
-                if bar is not None:
-                    bar.update(1)
-                return
-            save(key, input_key, inputs, await _explain_metered(unit, key, ex_meter, sim_meter, config))
+            todo = await _pending(key, src, store, explainer_llm, simulator_llm, config, retry_failed, bar)
+            if todo is not None:
+                unit, input_key, inputs = todo
+                save(key, input_key, inputs, await _explain_metered(unit, key, ex_meter, sim_meter, config))
 
     tasks = [asyncio.ensure_future(one(k, s)) for k, s in sources]
     try:
@@ -497,13 +508,10 @@ async def _run_ray(sources: list[tuple[str, Any]], explainer_llm: LLM, simulator
     todo: list[tuple[str, UnitRecords, ExplainConfig]] = []
     inputs_of: dict[str, tuple[str, dict[str, Any]]] = {}
     for key, src in sources:
-        unit = src if isinstance(src, UnitRecords) else await asyncio.to_thread(src)
-        inputs = unit_inputs(unit, explainer_llm, simulator_llm, config)
-        input_key = fingerprint(inputs)
-        if store.reusable(key, input_key, retry_failed) is not None:
-            if bar is not None:
-                bar.update(1)
+        pending = await _pending(key, src, store, explainer_llm, simulator_llm, config, retry_failed, bar)
+        if pending is None:
             continue
+        unit, input_key, inputs = pending
         inputs_of[key] = (input_key, inputs)
         todo.append((key, unit, config))
     if not todo:
