@@ -38,7 +38,6 @@ Example:
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -48,11 +47,9 @@ from typing import Any, Iterable, Sequence
 from tqdm.auto import tqdm
 
 from tl_concepts._sync import run_sync
-from tl_concepts.crash import crashpoint
-from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
 from tl_concepts.executor import check_executor
-from tl_concepts.llm.workers import imap_chats
+from tl_concepts.llm.workers import ask_chats
 from tl_concepts.llm.base import LLM, ChatResult, Message
 from tl_concepts.llm.ledger import merge_usage
 from tl_concepts.resultstore import ResultStore, needs_compute
@@ -215,35 +212,25 @@ async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | st
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc=f"labelling ({tpl.name})",
                disable=not progress, unit="concept")
 
-    async def one(cid: int) -> ConceptLabel:
-        rq = reqs[cid]
-        view = llm.tagged(unit=f"concept:{cid}", stage=LABEL_STAGE)  # meters this concept's call
-        res = await view.achat(rq.messages, temperature=opts.temperature, max_tokens=max_tokens,
-                               stage=LABEL_STAGE)
-        lab = _to_label(rq, res, tpl, opts, llm)
+    def finish(i: int, res: ChatResult, usage: dict[str, Any]) -> ConceptLabel:
+        cid = todo[i]
+        lab = _to_label(reqs[cid], res, tpl, opts, llm)
         before = found.get(cid)  # a failed label of the same inputs that this one replaces
-        lab.usage = merge_usage(before.usage if before is not None else None, view.usage())
+        lab.usage = merge_usage(before.usage if before is not None else None, usage)
         return lab
 
+    def save(done: list[ConceptLabel]) -> None:
+        if st is not None and done:
+            st.add(done)
+        for lab in done:
+            found[int(lab.concept_id)] = lab
+        bar.update(len(done))
+
+    requests = [(f"concept:{cid}", LABEL_STAGE, reqs[cid].messages, float(opts.temperature), int(max_tokens))
+                for cid in todo]
     try:
-        if executor == "ray":
-            await asyncio.to_thread(_label_on_ray, todo, reqs, found, st, llm, tpl, opts, max_tokens,
-                                    ray_address, bar)
-        else:
-            for start in range(0, len(todo), opts.requests_per_batch):
-                got = await asyncio.gather(*(one(i) for i in todo[start:start + opts.requests_per_batch]),
-                                           return_exceptions=True)
-                done = [g for g in got if isinstance(g, ConceptLabel)]
-                if st is not None and done:
-                    st.add(done)  # what finished is kept even when another request of the batch failed fatally
-                for lab in done:
-                    found[int(lab.concept_id)] = lab
-                bar.update(len(done))
-                errors = [g for g in got if isinstance(g, BaseException)]
-                if errors:
-                    fatal = next((e for e in errors if isinstance(e, LLMError)), errors[0])
-                    raise fatal
-                crashpoint("labels.batch")
+        await ask_chats(llm, requests, finish=finish, save=save, batch_size=opts.requests_per_batch,
+                        crash="labels.batch", executor=executor, ray_address=ray_address)
     finally:
         bar.close()
         if st is not None:
@@ -251,32 +238,6 @@ async def alabel_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | st
     result = [found[cid] for cid in wanted if cid in found]
     concepts.add_labels(result)
     return sorted(result, key=lambda r: r.concept_id)
-
-
-def _label_on_ray(todo: list[int], reqs: dict[int, _Request], found: dict[int, ConceptLabel], st: LabelStore | None,
-                  llm: LLM, tpl: LabelTemplate, opts: LabelOptions, max_tokens: int, ray_address: str | None,
-                  bar: Any) -> None:
-    """Concepts as Ray tasks; labels saved per ``requests_per_batch`` finished (and when stopping)."""
-    items = [(f"concept:{cid}", LABEL_STAGE, reqs[cid].messages, float(opts.temperature), int(max_tokens))
-             for cid in todo]
-    pending: list[ConceptLabel] = []
-    try:
-        for i, res, usage in imap_chats(llm, items, ray_address=ray_address):  # a fatal LLM error stops here
-            cid = todo[i]
-            lab = _to_label(reqs[cid], res, tpl, opts, llm)
-            before = found.get(cid)
-            lab.usage = merge_usage(before.usage if before is not None else None, usage)
-            found[cid] = lab
-            pending.append(lab)
-            bar.update(1)
-            if len(pending) >= opts.requests_per_batch:
-                if st is not None:
-                    st.add(pending)
-                pending = []
-                crashpoint("labels.batch")
-    finally:
-        if st is not None and pending:
-            st.add(pending)  # what finished is kept when the run stops (a fatal LLM error)
 
 
 def label_concepts(concepts: ConceptSet, llm: LLM, store: LabelStore | str | os.PathLike | None = None,

@@ -37,7 +37,6 @@ Example:
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -48,11 +47,9 @@ from typing import Any, Mapping
 from tqdm.auto import tqdm
 
 from tl_concepts._sync import run_sync
-from tl_concepts.crash import crashpoint
-from tl_concepts.errors import LLMError
 from tl_concepts.fingerprint import fingerprint
 from tl_concepts.executor import check_executor
-from tl_concepts.llm.workers import imap_chats
+from tl_concepts.llm.workers import ask_chats
 from tl_concepts.llm.base import LLM, ChatResult
 from tl_concepts.llm.ledger import merge_usage
 from tl_concepts.resultstore import ResultStore, needs_compute
@@ -207,7 +204,8 @@ async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: st
     bar = tqdm(total=len(sentences), initial=len(sentences) - n_todo_sentences, desc="descriptors",
                unit="sentence", disable=not progress)
 
-    def finish(sid: int, res: ChatResult, usage: dict[str, Any]) -> SentenceDescriptors:
+    def finish(i: int, res: ChatResult, usage: dict[str, Any]) -> SentenceDescriptors:
+        sid = todo[i]
         rec = to_record(sid, sentences[sid], res, template, llm, keys[sid])
         before = done.get(keys[sid])  # a failed answer to the same inputs that this one replaces
         rec.usage = merge_usage(before.usage if before is not None else None, usage)
@@ -223,38 +221,11 @@ async def agenerate_descriptors(sentences: Mapping[int, str], llm: LLM, path: st
         n_ok = sum(1 for r in batch if r.ok)
         bar.set_postfix(batch_ok=n_ok, batch_failed=len(batch) - n_ok)
 
-    async def one(sid: int) -> SentenceDescriptors:
-        view = llm.tagged(unit=f"sentence:{sid}", stage=DESCRIPTOR_STAGE)  # meters this sentence's call
-        res = await view.achat(template.render(sentences[sid]), temperature=temperature,
-                               max_tokens=template.max_tokens, stage=DESCRIPTOR_STAGE)
-        return finish(sid, res, view.usage())
-
-    def on_ray() -> None:
-        items = [(f"sentence:{sid}", DESCRIPTOR_STAGE, template.render(sentences[sid]), float(temperature),
-                  int(template.max_tokens)) for sid in todo]
-        pending: list[SentenceDescriptors] = []
-        try:
-            for i, res, usage in imap_chats(llm, items, ray_address=ray_address):  # a fatal LLM error stops here
-                pending.append(finish(todo[i], res, usage))
-                if len(pending) >= batch_size:
-                    save(pending)
-                    pending = []
-                    crashpoint("descriptors.batch")
-        finally:
-            save(pending)  # finished answers are kept when a fatal LLM error stops the stage
-
+    requests = [(f"sentence:{sid}", DESCRIPTOR_STAGE, template.render(sentences[sid]), float(temperature),
+                 int(template.max_tokens)) for sid in todo]
     try:
-        if executor == "ray":
-            await asyncio.to_thread(on_ray)
-        else:
-            for start in range(0, len(todo), batch_size):
-                got = await asyncio.gather(*(one(s) for s in todo[start:start + batch_size]),
-                                           return_exceptions=True)
-                save([r for r in got if isinstance(r, SentenceDescriptors)])
-                errors = [e for e in got if isinstance(e, BaseException)]
-                if errors:  # a fatal LLM error (or a bug) stops the stage; finished answers are saved
-                    raise next((e for e in errors if isinstance(e, LLMError)), errors[0])
-                crashpoint("descriptors.batch")
+        await ask_chats(llm, requests, finish=finish, save=save, batch_size=batch_size, crash="descriptors.batch",
+                        executor=executor, ray_address=ray_address)
     finally:
         bar.close()
         if store is not None:

@@ -7,7 +7,8 @@ the usage comes back to the caller's ledger, so a Ray run's ledger adds up like 
 * :class:`WorkerMeter` / :func:`absorb_usage`: one item's calls metered in the worker, added
   to the stage's ledgers (and call logs) in the caller;
 * :class:`Stopped`: a fatal LLM error returned with its item's usage, raised by the caller;
-* :func:`imap_chats`: chat requests as Ray tasks, results as they finish (labels, descriptors).
+* :func:`imap_chats`: chat requests as Ray tasks, results as they finish;
+* :func:`ask_chats`: the one batch loop of the chat stages (labels, descriptors), here or on Ray.
 
 Example:
     >>> from tl_concepts.executor import map_items                       # doctest: +SKIP
@@ -15,10 +16,17 @@ Example:
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from tl_concepts.crash import crashpoint
+from tl_concepts.errors import LLMError
 from tl_concepts.executor import LLMSpec, imap_items
+
+R = TypeVar("R")
+ChatRequest = tuple[str, str, list[Any], float, int]
+"""``(unit, stage, messages, temperature, max_tokens)`` of one metered chat call."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,7 @@ def _chat_on_worker(item: tuple[str, str, list[Any], float, int], llm: Any) -> A
     return res, view.usage(), meter.export()
 
 
-def imap_chats(llm: Any, requests: Sequence[tuple[str, str, list[Any], float, int]], *,
+def imap_chats(llm: Any, requests: Sequence[ChatRequest], *,
                ray_address: str | None = None) -> Iterator[tuple[int, Any, dict[str, Any]]]:
     """Chat requests ``(unit, stage, messages, temperature, max_tokens)`` as Ray tasks; yields
     ``(index, ChatResult, usage of that request)`` as each finishes. Each worker rebuilds
@@ -195,3 +203,52 @@ def imap_chats(llm: Any, requests: Sequence[tuple[str, str, list[Any], float, in
         res, usage, exported = out
         absorb_usage(exported, [ledger])
         yield i, res, usage
+
+
+async def ask_chats(llm: Any, requests: Sequence[ChatRequest], *, finish: Callable[[int, Any, dict[str, Any]], R],
+                    save: Callable[[list[R]], None], batch_size: int, crash: str, executor: str = "local",
+                    ray_address: str | None = None) -> None:
+    """Ask every chat request and keep the answers batch by batch.
+
+    ``finish(i, result, usage)`` turns the answer to ``requests[i]`` into a record;
+    ``save(records)`` keeps a finished batch (``batch_size`` records; crash point ``crash``
+    after each). Locally a batch's requests run concurrently; with ``executor="ray"`` they
+    are Ray tasks (:func:`imap_chats`). A fatal :class:`~tl_concepts.errors.LLMError` stops
+    the stage after the answers that finished are saved, and is raised.
+
+    Example:
+        >>> await ask_chats(llm, [("concept:3", "concepts.label", msgs, 0.0, 20)],            # doctest: +SKIP
+        ...                 finish=lambda i, res, usage: res.text, save=print, batch_size=16, crash="x")
+    """
+    if executor == "ray":
+        await asyncio.to_thread(_ask_on_ray, llm, requests, finish, save, batch_size, crash, ray_address)
+        return
+
+    async def one(i: int) -> R:
+        unit, stage, messages, temperature, max_tokens = requests[i]
+        view = llm.tagged(unit=unit, stage=stage)  # meters this item's call
+        res = await view.achat(messages, temperature=temperature, max_tokens=max_tokens, stage=stage)
+        return finish(i, res, view.usage())
+
+    for start in range(0, len(requests), batch_size):
+        got = await asyncio.gather(*(one(i) for i in range(start, min(start + batch_size, len(requests)))),
+                                   return_exceptions=True)
+        save([g for g in got if not isinstance(g, BaseException)])  # kept even when another request failed
+        errors = [g for g in got if isinstance(g, BaseException)]
+        if errors:  # a fatal LLM error (or a bug) stops the stage
+            raise next((e for e in errors if isinstance(e, LLMError)), errors[0])
+        crashpoint(crash)
+
+
+def _ask_on_ray(llm: Any, requests: Sequence[ChatRequest], finish: Callable[[int, Any, dict[str, Any]], R],
+                save: Callable[[list[R]], None], batch_size: int, crash: str, ray_address: str | None) -> None:
+    pending: list[R] = []
+    try:
+        for i, res, usage in imap_chats(llm, requests, ray_address=ray_address):  # a fatal LLM error stops here
+            pending.append(finish(i, res, usage))
+            if len(pending) >= batch_size:
+                save(pending)
+                pending = []
+                crashpoint(crash)
+    finally:
+        save(pending)  # what finished is kept when the stage stops
